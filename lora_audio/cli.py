@@ -20,6 +20,15 @@ log = logging.getLogger("lora_audio")
 #: name -> (module, one-line help). Add a line here to add a subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("lora_audio.demo", "run the whole path on the built-in default (no downloads)"),
+    "merge": ("lora_audio.merge", "merge weighted LoRA adapters into one, or into the base model"),
+    "inspect": (
+        "lora_audio.inspect_adapter",
+        "print an adapter's metadata, sizes and update norms",
+    ),
+    "eval": ("eval.cli", "score generated audio folders against a reference folder"),
+    "corpus": ("preprocessing.corpus_cli", "build an offline demo corpus from music21 scores"),
+    "listen": ("lora_audio.listen.cli", "build blind listening tests and score MOS"),
+    "cut-music": ("preprocessing.cut_music", "cut recordings into segments and write a manifest"),
 }
 
 

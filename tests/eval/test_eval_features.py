@@ -1,0 +1,109 @@
+"""Torch features against librosa computed by hand, batching invariance, tempo."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from eval import distances as D
+from eval.features import (
+    SpectralConfig,
+    clip_feature_vectors,
+    feature_names,
+    frame_features,
+    log_mel_batch,
+    pad_batch,
+    tempo_bpm,
+)
+
+SR = 22050
+
+
+def librosa_logmel(y: np.ndarray) -> np.ndarray:
+    return librosa.power_to_db(
+        librosa.feature.melspectrogram(y=y, sr=SR, n_fft=2048, hop_length=512, n_mels=128)
+    )
+
+
+def test_log_mel_and_mel_mse_match_librosa(synth):
+    a, b = synth("chirp"), synth("noise", seconds=1.5)
+    ours = log_mel_batch([a, b])
+    for y, m in zip((a, b), ours, strict=True):
+        ref = librosa_logmel(y)
+        assert m.shape == ref.shape
+        np.testing.assert_allclose(m, ref, atol=2e-3)
+    n = min(ours[0].shape[1], ours[1].shape[1])
+    by_hand = float(np.mean((librosa_logmel(a)[:, :n] - librosa_logmel(b)[:, :n]) ** 2))
+    assert D.mel_mse_paired(ours[0], ours[1]) == pytest.approx(by_hand, rel=1e-4)
+
+
+def _frames(y: np.ndarray):
+    x, lengths = pad_batch([y])
+    feats, _mask = frame_features(x, lengths, SpectralConfig())
+    return {k: v[0].numpy() for k, v in feats.items()}
+
+
+@pytest.mark.parametrize("kind", ["chirp", "noise"])
+def test_frame_features_match_librosa(synth, kind):
+    y = synth(kind)
+    f = _frames(y)
+    S = np.abs(librosa.stft(y, n_fft=2048, hop_length=512))
+    np.testing.assert_allclose(
+        f["mfcc"], librosa.feature.mfcc(y=y, sr=SR, n_mfcc=20), atol=2e-2, rtol=1e-3
+    )
+    np.testing.assert_allclose(
+        f["centroid"], librosa.feature.spectral_centroid(S=S, sr=SR), rtol=1e-3, atol=1e-2
+    )
+    # Bandwidth weighs far-off bins by (f - centroid)^2 (up to 1e8 Hz^2), so the float32 FFT noise
+    # floor (~1e-7 relative, different in torch and numpy) moves a 20 Hz bandwidth by ~1 Hz.
+    np.testing.assert_allclose(
+        f["bandwidth"], librosa.feature.spectral_bandwidth(S=S, sr=SR), rtol=6e-2, atol=1e-2
+    )
+    np.testing.assert_allclose(
+        f["rolloff"], librosa.feature.spectral_rolloff(S=S, sr=SR), rtol=1e-3, atol=11.0
+    )
+    np.testing.assert_allclose(
+        f["flatness"], librosa.feature.spectral_flatness(S=S), rtol=1e-3, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        f["rms"], librosa.feature.rms(y=y, pad_mode="constant"), rtol=1e-4, atol=1e-6
+    )
+    chroma = librosa.feature.chroma_stft(S=S**2, sr=SR, tuning=0.0)
+    np.testing.assert_allclose(f["chroma"], chroma, atol=1e-4)
+    if kind == "noise":  # a pure chirp's valleys are the FFT noise floor, which differs per library
+        contrast = librosa.feature.spectral_contrast(S=S, sr=SR)
+        np.testing.assert_allclose(f["contrast"][:, 2:-2], contrast[:, 2:-2], atol=2e-2)
+    zcr = librosa.feature.zero_crossing_rate(y, frame_length=2048, hop_length=512)
+    np.testing.assert_allclose(
+        f["zcr"][:, 2:-2], zcr[:, 2:-2], atol=1e-6
+    )  # edges: zero vs edge padding
+
+
+def test_batching_changes_nothing(synth):
+    clips = [synth("chirp"), synth("clicks", seconds=1.3), synth("noise", seconds=0.7, seed=3)]
+    together = clip_feature_vectors(clips)
+    alone = np.concatenate([clip_feature_vectors([c]) for c in clips])
+    assert together.shape == (3, len(feature_names()))
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-4)
+    mels = log_mel_batch(clips)
+    for c, m in zip(clips, mels, strict=True):
+        np.testing.assert_allclose(m, log_mel_batch([c])[0], atol=1e-3)
+
+
+def test_tempo_of_click_track(synth):
+    y = synth("clicks", seconds=8.0)
+    x, lengths = pad_batch([y])
+    feats, mask = frame_features(x, lengths, SpectralConfig())
+    bpm = float(tempo_bpm(feats["onset"][:, 0], mask, SpectralConfig())[0])
+    assert bpm == pytest.approx(120.0, rel=0.04)
+    silent = torch.zeros(1, 200)
+    assert (
+        float(tempo_bpm(silent, torch.ones(1, 200, dtype=torch.bool), SpectralConfig())[0]) == 0.0
+    )
+
+
+def test_silent_clip_features_are_finite(synth):
+    v = clip_feature_vectors([synth("silence"), synth("tone")])
+    assert np.isfinite(v).all()

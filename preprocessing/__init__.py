@@ -1,0 +1,1 @@
+"""Preprocessing steps that turn recordings into training material (cut-music, latent cache)."""

@@ -1,10 +1,13 @@
 """Batched torch feature extraction vs a per-file librosa loop, on the same files, same run.
 
-    .venv/bin/python benchmarks/eval.py [--files 32] [--seconds 5] [--device cpu]
+    .venv/bin/python benchmarks/eval.py [--files 32] [--seconds 5] [--repeats 5] [--device cpu]
 
-Both sides read the same WAV files and compute the same AFD feature set (MFCC, centroid,
-bandwidth, roll-off, flatness, contrast, ZCR, RMS, chroma, onset strength: mean and std over
-frames, plus tempo). Prints both times and their ratio (goal: >= 5x).
+Both sides read the same WAV files with the same loader (``lora_audio.audio.load_audio``) and
+compute the same AFD feature vector (MFCC, centroid, bandwidth, roll-off, flatness, contrast,
+ZCR, RMS, chroma with tuning 0, onset strength: mean and std over frames, plus tempo); the
+script prints how far apart the two vectors are. The two sides run alternately ``--repeats``
+times (the machine may be shared) and the medians are compared (goal: >= 5x). Thread settings
+are printed: run once with ``OMP_NUM_THREADS=1`` and once with the default to see both.
 """
 
 from __future__ import annotations
@@ -18,14 +21,23 @@ sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _here]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import librosa  # noqa: E402
+import numba  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from eval.features import SpectralConfig, clip_feature_vectors  # noqa: E402
+from eval.features import (  # noqa: E402
+    FRAME_FEATURES,
+    SpectralConfig,
+    clip_feature_vectors,
+    feature_names,
+)
 from lora_audio.audio import load_audio, write_audio  # noqa: E402
 
 
@@ -42,7 +54,8 @@ def librosa_vector(y: np.ndarray, sr: int) -> np.ndarray:
         librosa.feature.spectral_contrast(S=S, sr=sr),
         librosa.feature.zero_crossing_rate(y),
         librosa.feature.rms(y=y),
-        librosa.feature.chroma_stft(S=S**2, sr=sr),
+        # tuning=0.0 as the batched side (librosa would otherwise estimate the tuning per file)
+        librosa.feature.chroma_stft(S=S**2, sr=sr, tuning=0.0),
         onset[None],
     ]
     tempo = librosa.feature.tempo(onset_envelope=onset, sr=sr)
@@ -51,15 +64,43 @@ def librosa_vector(y: np.ndarray, sr: int) -> np.ndarray:
     )
 
 
+def run_librosa(paths: list[Path], sr: int) -> np.ndarray:
+    return np.stack([librosa_vector(load_audio(p, sr, 1)[0][0], sr) for p in paths])
+
+
+def run_batched(paths: list[Path], sr: int, batch_size: int, device: str) -> np.ndarray:
+    out = []
+    for s in range(0, len(paths), batch_size):
+        clips = [load_audio(p, sr, 1)[0][0] for p in paths[s : s + batch_size]]
+        out.append(clip_feature_vectors(clips, device=device))
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return np.concatenate(out)
+
+
+def differences(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """Largest relative difference ``|a - b| / max(|b|, 1e-3 max|b|)`` per feature group."""
+    names = feature_names()
+    scale = np.maximum(np.abs(ref), 1e-3 * np.abs(ref).max(0, keepdims=True) + 1e-12)
+    rel = np.abs(ours - ref) / scale
+    groups = {}
+    for g in (*FRAME_FEATURES, "tempo"):
+        cols = [i for i, n in enumerate(names) if re.sub(r"\d*_(mean|std)$", "", n) == g]
+        groups[g] = float(rel[:, cols].max())
+    return groups
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     sr = SpectralConfig().sample_rate
     rng = np.random.default_rng(0)
+    t_lib, t_ours, c_lib, c_ours = [], [], [], []
     with tempfile.TemporaryDirectory() as d:
         paths = []
         t = np.arange(int(sr * args.seconds)) / sr
@@ -67,34 +108,51 @@ def main() -> None:
             x = 0.3 * np.sin(2 * np.pi * (110 + 20 * i) * t) + 0.05 * rng.standard_normal(t.size)
             x *= 0.6 + 0.4 * np.sign(np.sin(2 * np.pi * 2 * t))
             paths.append(write_audio(Path(d) / f"c{i}.wav", x[None].astype(np.float32), sr))
-        # warm-up both paths (numba JIT in librosa, torch kernels) outside the timings
+        # warm-up both paths (numba JIT in librosa and eval.features, torch kernels) untimed
         y0 = load_audio(paths[0], sr, 1)[0][0]
         librosa_vector(y0, sr)
         clip_feature_vectors([y0], device=args.device)
-
-        t0 = time.perf_counter()
-        ref = [librosa_vector(load_audio(p, sr, 1)[0][0], sr) for p in paths]
-        t_librosa = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        ours = []
-        for s in range(0, len(paths), args.batch_size):
-            clips = [load_audio(p, sr, 1)[0][0] for p in paths[s : s + args.batch_size]]
-            ours.append(clip_feature_vectors(clips, device=args.device))
-        if args.device != "cpu":
-            torch.cuda.synchronize()
-        t_ours = time.perf_counter() - t0
-    ours_v = np.concatenate(ours)
-    mfcc_err = float(np.max(np.abs(ours_v[:, :20] - np.stack(ref)[:, :20])))
+        for r in range(args.repeats):  # alternate the order; each side recomputes everything
+            for side in ("librosa", "ours") if r % 2 == 0 else ("ours", "librosa"):
+                t0, c0 = time.perf_counter(), time.process_time()
+                if side == "librosa":
+                    ref = run_librosa(paths, sr)
+                    t_lib.append(time.perf_counter() - t0)
+                    c_lib.append(time.process_time() - c0)
+                else:
+                    ours = run_batched(paths, sr, args.batch_size, args.device)
+                    t_ours.append(time.perf_counter() - t0)
+                    c_ours.append(time.process_time() - c0)
+    lib, our = statistics.median(t_lib), statistics.median(t_ours)
+    mfcc_err = float(np.max(np.abs(ours[:, :20] - ref[:, :20])))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(
-        f"files: {args.files} x {args.seconds:g} s at {sr} Hz, torch threads {torch.get_num_threads()}, device {args.device}"
+        f"files: {args.files} x {args.seconds:g} s at {sr} Hz, device {args.device}, "
+        f"{args.repeats} alternating repeats (medians)"
     )
-    print(f"per-file librosa loop: {t_librosa:.3f} s ({1000 * t_librosa / args.files:.1f} ms/file)")
     print(
-        f"batched torch (batch {args.batch_size}): {t_ours:.3f} s ({1000 * t_ours / args.files:.1f} ms/file)"
+        f"threads: torch {torch.get_num_threads()}, numba {numba.get_num_threads()}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {cores} cores available"
+    )
+    print(f"per-file librosa loop: {lib:.3f} s ({1000 * lib / args.files:.1f} ms/file)")
+    print(
+        f"batched torch (batch {args.batch_size}): {our:.3f} s ({1000 * our / args.files:.1f} ms/file)"
     )
     print(f"max |MFCC mean difference|: {mfcc_err:.3g} dB")
-    print(f"speed-up: {t_librosa / t_ours:.1f}x (goal >= 5x)")
+    diffs = differences(ours, ref)
+    print(
+        "max relative difference per feature: "
+        + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items())
+    )
+    ratios = sorted(a / b for a, b in zip(t_lib, t_ours, strict=True))
+    print(
+        f"speed-up: {lib / our:.1f}x (goal >= 5x; per-repeat range {ratios[0]:.1f}x-{ratios[-1]:.1f}x)"
+    )
+    cl, co = statistics.median(c_lib), statistics.median(c_ours)
+    print(
+        f"CPU time (all threads, less sensitive to other load): librosa {1000 * cl / args.files:.1f} "
+        f"ms/file, batched {1000 * co / args.files:.1f} ms/file, ratio {cl / co:.1f}x"
+    )
 
 
 if __name__ == "__main__":

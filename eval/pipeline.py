@@ -17,7 +17,12 @@ from tqdm import tqdm
 
 from eval import distances as D
 from eval.embeddings import Embedding, EmbeddingCache, load_embedding
-from eval.features import SpectralConfig, clip_feature_vectors, log_mel_batch
+from eval.features import (
+    SpectralConfig,
+    clip_feature_vectors,
+    clip_features_and_log_mels,
+    log_mel_batch,
+)
 from lora_audio.audio import (
     AudioError,
     find_audio_files,
@@ -177,20 +182,25 @@ def compute_features(
     bar = tqdm(total=len(todo), desc="features", unit="file", disable=not progress, leave=False)
     for start in range(0, len(todo), cfg.batch_size):
         batch = todo[start : start + cfg.batch_size]
-        for c, m in zip(
-            batch, log_mel_batch([c.mono for c in batch], cfg.spectral, cfg.device), strict=True
-        ):
-            c.logmel = m
         fkeys = [EmbeddingCache.key(c.sha256, FEATURES_ID, spec) for c in batch]
         ekeys = [EmbeddingCache.key(c.sha256, emb.id) for c in batch]
         for c, fk, ek in zip(batch, fkeys, ekeys, strict=True):
             c.features, c.frames = cache.get(fk), cache.get(ek)
         need_f = [i for i, c in enumerate(batch) if c.features is None]
-        if need_f:
-            vecs = clip_feature_vectors([batch[i].mono for i in need_f], cfg.spectral, cfg.device)
-            for i, v in zip(need_f, vecs, strict=True):
-                batch[i].features = v
-                cache.put(fkeys[i], v)
+        mono = [c.mono for c in batch]
+        if len(need_f) == len(batch):  # nothing cached: features and log-mels from one STFT
+            vecs, mels = clip_features_and_log_mels(mono, cfg.spectral, cfg.device)
+        else:
+            mels = log_mel_batch(mono, cfg.spectral, cfg.device)
+            vecs = {}
+            if need_f:
+                done = clip_feature_vectors([mono[i] for i in need_f], cfg.spectral, cfg.device)
+                vecs = dict(zip(need_f, done, strict=True))
+        for c, m in zip(batch, mels, strict=True):
+            c.logmel = m
+        for i in need_f:
+            batch[i].features = vecs[i]
+            cache.put(fkeys[i], vecs[i])
         need_e = [i for i, c in enumerate(batch) if c.frames is None]
         if need_e:
             outs = emb.embed_batch([batch[i].emb_in for i in need_e])

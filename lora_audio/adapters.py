@@ -31,12 +31,11 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from lora_audio import __version__
 from lora_audio.config import LoraSection
-from lora_audio.files import atomic_path, sha256_file, write_json_atomic
+from lora_audio.files import sha256_file, write_json_atomic, write_safetensors
 from lora_audio.models.base import AudioModel
 
 log = logging.getLogger(__name__)
@@ -128,6 +127,8 @@ def add_lora(
     )
     denoiser.requires_grad_(False)
     denoiser.add_adapter(config, adapter_name=adapter_name)
+    if lora.dropout > 0 and getattr(lora, "dropout_placement", "input") == "rank":
+        move_dropout_to_rank(denoiser, adapter_name, lora.dropout)
     for pname, p in denoiser.named_parameters():
         p.requires_grad_(_is_lora_param(pname, adapter_name))
     trainable, total = count_parameters(denoiser)
@@ -141,6 +142,28 @@ def add_lora(
         100.0 * trainable / max(total, 1),
     )
     return names
+
+
+def move_dropout_to_rank(denoiser: nn.Module, adapter_name: str, p: float) -> int:
+    """Apply LoRA dropout to the rank-r activation, ``B(drop(A x))``, instead of PEFT's ``B(A drop(x))``.
+
+    PEFT draws a dropout mask over the full-width input ``x`` ``[B, L, D]`` of every adapted
+    layer, which costs about as much as the layer itself; a mask over ``A x`` ``[B, L, r]`` is
+    ``D / r`` times smaller and costs next to nothing. Dropout is training-only (identity in
+    ``eval()``), so weights and files are unchanged. Returns the number of layers changed.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    def drop_rank(module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return nn.functional.dropout(output, p, module.training)
+
+    changed = 0
+    for m in denoiser.modules():
+        if isinstance(m, LoraLayer) and adapter_name in m.lora_dropout:
+            m.lora_dropout[adapter_name] = nn.Identity()
+            m.lora_A[adapter_name].register_forward_hook(drop_rank)
+            changed += 1
+    return changed
 
 
 def _is_lora_param(name: str, adapter_name: str) -> bool:
@@ -305,8 +328,7 @@ def write_adapter(
         ),
     }
     prefixed = {f"{denoiser_prefix}.{k}": v.contiguous() for k, v in tensors.items()}
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(prefixed, str(tmp), metadata=metadata)
+    write_safetensors(folder / WEIGHTS_NAME, prefixed, metadata)
     info = AdapterInfo(
         family=family,
         base_model=base_model,
@@ -441,6 +463,18 @@ def fuse_adapters(model: AudioModel) -> None:
 def unfuse_adapters(model: AudioModel) -> None:
     """Undo :func:`fuse_adapters`."""
     model.denoiser.unfuse_lora()
+
+
+def unload_adapters(model: AudioModel, names: Sequence[str]) -> None:
+    """Remove the named loaded adapters; when none is left, remove the LoRA layers entirely."""
+    denoiser = model.denoiser
+    loaded = set(getattr(denoiser, "peft_config", None) or {})
+    if not loaded:
+        return
+    if loaded <= set(names):
+        denoiser.unload_lora()
+    else:
+        denoiser.delete_adapters([n for n in names if n in loaded])
 
 
 def parse_adapter_spec(text: str) -> tuple[str, float]:

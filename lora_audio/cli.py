@@ -29,6 +29,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "corpus": ("preprocessing.corpus_cli", "build an offline demo corpus from music21 scores"),
     "listen": ("lora_audio.listen.cli", "build blind listening tests and score MOS"),
     "cut-music": ("preprocessing.cut_music", "cut recordings into segments and write a manifest"),
+    "preprocess": ("lora_audio.preprocess", "encode cut-music segments into the latent cache once"),
+    "infer": ("lora_audio.infer", "generate audio with the base model and/or LoRA adapters"),
+    "train": ("lora_audio.train", "train a LoRA adapter from a config (see configs/)"),
+    "pretrain-demo": ("lora_audio.demo_model.pretrain", "pretrain the built-in demo model"),
+    "sweep": ("lora_audio.sweep", "train one adapter per LoRA rank and compare them"),
 }
 
 

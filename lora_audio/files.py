@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +78,30 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """Short hex hash of a JSON-serialisable object (sorted keys), for cache keys."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise torch ``tensors`` (+ string ``metadata``) to safetensors bytes, reproducibly.
+
+    safetensors writes its JSON header from a hash map, so the same tensors can give different
+    bytes (and sha256) from one call to the next. This rewrites the header with sorted keys;
+    the data section is unchanged and any safetensors reader loads the result.
+    """
+    from safetensors.torch import save
+
+    raw = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # keep the data section 8-byte aligned
+    return struct.pack("<Q", len(text)) + text + raw[8 + n :]
+
+
+def write_safetensors(
+    target: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> Path:
+    """Write ``tensors`` to ``target`` atomically with a reproducible header (see above)."""
+    data = safetensors_bytes(tensors, metadata)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)

@@ -107,3 +107,55 @@ def test_tempo_of_click_track(synth):
 def test_silent_clip_features_are_finite(synth):
     v = clip_feature_vectors([synth("silence"), synth("tone")])
     assert np.isfinite(v).all()
+
+
+def test_spectral_shape_numba_matches_torch():
+    from eval.features import _contrast_bands, spectral_shape
+
+    rng = np.random.default_rng(0)
+    power = torch.from_numpy((rng.random((3, 40, 1025)) ** 6).astype(np.float32))
+    power[0, :5] = 0.0  # silent frames
+    power[1, :, 600:700] = 0.25  # ties inside a contrast band
+    bands = _contrast_bands(SR, 2048, 200.0, 6, 0.02)
+    fast = spectral_shape(power, SR, 2048, bands, 0.85)
+    ref = spectral_shape(power, SR, 2048, bands, 0.85, use_numba=False)
+    assert fast.shape == ref.shape == (3, 40, 4 + 2 * len(bands))
+    np.testing.assert_allclose(fast[..., 2], ref[..., 2], atol=11.0)  # roll-off: one bin at most
+    cols = [0, 1, *range(3, fast.shape[-1])]
+    np.testing.assert_allclose(fast[..., cols], ref[..., cols], rtol=1e-5, atol=1e-9)
+    assert torch.equal(fast[0, :5, 0], torch.zeros(5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("hop", [512, 300])
+def test_zcr_rms_match_explicit_frames(synth, hop):
+    from eval.features import _zcr_rms
+
+    y = synth("noise", seconds=0.5) + 0.1
+    x = torch.from_numpy(y)[None]
+    n = 1 + y.size // hop
+    zcr, rms = _zcr_rms(x, 2048, hop, n)
+    frames = np.lib.stride_tricks.sliding_window_view(np.pad(y, 1024), 2048)[::hop][:n]
+    neg = frames < -1e-10
+    np.testing.assert_allclose(zcr[0, 0], (neg[:, 1:] != neg[:, :-1]).sum(1) / 2048, atol=1e-7)
+    np.testing.assert_allclose(
+        rms[0, 0], np.sqrt((frames.astype(np.float64) ** 2).mean(1)), rtol=1e-5
+    )
+
+
+def test_banded_mel_equals_dense_filterbank():
+    from eval.features import mel_filterbank, mel_project
+
+    p = torch.rand(2, 7, 1025)
+    np.testing.assert_allclose(
+        mel_project(p, SR, 2048, 128), p @ mel_filterbank(SR, 2048, 128).T, rtol=1e-5, atol=1e-7
+    )
+
+
+def test_features_and_log_mels_share_one_stft(synth):
+    from eval.features import clip_features_and_log_mels
+
+    clips = [synth("chirp"), synth("clicks", seconds=1.3)]
+    vecs, mels = clip_features_and_log_mels(clips)
+    np.testing.assert_array_equal(vecs, clip_feature_vectors(clips))
+    for a, b in zip(mels, log_mel_batch(clips), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)

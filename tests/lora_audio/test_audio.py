@@ -128,3 +128,18 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_safetensors_bytes_are_reproducible(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from lora_audio.files import safetensors_bytes, write_safetensors
+
+    tensors = {f"t{i}": torch.arange(i + 3, dtype=torch.float32) for i in range(5)}
+    meta = {f"k{i}": str(i) for i in range(12)}
+    first = safetensors_bytes(tensors, meta)
+    assert all(safetensors_bytes(tensors, meta) == first for _ in range(5))
+    write_safetensors(tmp_path / "a.safetensors", tensors, meta)
+    loaded = load_file(tmp_path / "a.safetensors")
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())

@@ -54,10 +54,14 @@ def test_masked_loss_ignores_padding(family: str, tiny_dir: Path) -> None:
         a = model.training_loss(latents, cond, mask, torch.Generator().manual_seed(0), t)
         b = model.training_loss(garbage, cond, mask, torch.Generator().manual_seed(0), t)
         c = model.training_loss(garbage, cond, None, torch.Generator().manual_seed(0), t)
+        inputs = model.sample_training_inputs(garbage, torch.Generator().manual_seed(0), t)
+        err = (model.predict(inputs.noisy, inputs.timesteps, cond) - inputs.target) ** 2
     assert torch.isfinite(a)
-    # padded frames change neither target nor loss, unless the mask is dropped; attention
-    # lets padding reach valid frames' predictions, so compare with a tolerance
-    assert c > 10 * b
+    # the masked loss is exactly the mean error over the valid frames, the unmasked one the
+    # mean over all frames, and the padded garbage makes them differ
+    torch.testing.assert_close(b, err.narrow(model.frame_axis, 0, frames // 2).mean())
+    torch.testing.assert_close(c, err.mean())
+    assert not torch.isclose(b, c)
 
 
 def test_every_group_matches_and_only_lora_trains(family: str, tiny_dir: Path) -> None:

@@ -331,7 +331,9 @@ def test_two_processes_equal_one_process(model, tiny_dir, manifest, tmp_path):
         f"data:\n  manifest: {manifest}\n  cache_dir: {tmp_path / 'sharded'}\n  seconds: 1.0\n"
         "  encode_batch_size: 2\n  augment:\n    gains_db: [-6]\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # same thread count as this process: float reductions differ between thread counts
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "lora_audio.cli", "preprocess", "--config", str(cfg), "-q"]
     procs = [
         subprocess.Popen([*cmd, "--no-progress", "--shard", f"{i}/2"], env=env, cwd=REPO)

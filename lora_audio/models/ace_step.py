@@ -36,10 +36,10 @@ from diffusers import AceStepPipeline
 from diffusers.models.transformers.ace_step_transformer import AceStepAttnProcessor2_0
 
 from lora_audio.models.base import (
-    AudioModel,
     Conditioning,
     ProgressCallback,
     TrainingInputs,
+    WaveformVAEModel,
     rand,
     randn,
 )
@@ -103,7 +103,7 @@ class _MaskedCrossAttnProcessor(AceStepAttnProcessor2_0):
         )
 
 
-class AceStepModel(AudioModel):
+class AceStepModel(WaveformVAEModel):
     family = "ace-step"
     pipeline_class = AceStepPipeline
     denoiser_name = "transformer"
@@ -125,14 +125,6 @@ class AceStepModel(AudioModel):
             block.cross_attn.set_processor(self._cross_processor)
 
     # ------------------------------------------------------------------ audio format
-    @property
-    def sample_rate(self) -> int:
-        return int(self.pipe.vae.config.sampling_rate)
-
-    @property
-    def audio_channels(self) -> int:
-        return int(self.pipe.vae.config.audio_channels)
-
     @property
     def hop_length(self) -> int:
         """Waveform samples per latent frame."""

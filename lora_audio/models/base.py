@@ -288,3 +288,16 @@ def rand(n: int, generator: torch.Generator | None, device: torch.device) -> tor
     """``n`` uniform draws in [0, 1) (float32) on the generator's device, moved to ``device``."""
     gen_device = generator.device if generator is not None else device
     return torch.rand(n, generator=generator, device=gen_device).to(device)
+
+
+class WaveformVAEModel(AudioModel):
+    """A family whose VAE encodes waveforms directly (Oobleck, SAME): the audio format is the
+    VAE config's ``sampling_rate`` and ``audio_channels``."""
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.pipe.vae.config.sampling_rate)
+
+    @property
+    def audio_channels(self) -> int:
+        return int(self.pipe.vae.config.audio_channels)

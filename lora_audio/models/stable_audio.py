@@ -21,16 +21,16 @@ from diffusers import StableAudioPipeline
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
 from lora_audio.models.base import (
-    AudioModel,
     Conditioning,
     ProgressCallback,
     TrainingInputs,
+    WaveformVAEModel,
     rand,
     randn,
 )
 
 
-class StableAudioModel(AudioModel):
+class StableAudioModel(WaveformVAEModel):
     family = "stable-audio"
     pipeline_class = StableAudioPipeline
     denoiser_name = "transformer"
@@ -46,14 +46,6 @@ class StableAudioModel(AudioModel):
         "text_encoder/ + tokenizer/ (T5), projection_model/, scheduler/ "
         "(as in stabilityai/stable-audio-open-1.0)"
     )
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.pipe.vae.config.sampling_rate)
-
-    @property
-    def audio_channels(self) -> int:
-        return int(self.pipe.vae.config.audio_channels)
 
     @property
     def hop_length(self) -> int:

@@ -30,10 +30,10 @@ import torch
 from diffusers import StableAudio3Pipeline
 
 from lora_audio.models.base import (
-    AudioModel,
     Conditioning,
     ProgressCallback,
     TrainingInputs,
+    WaveformVAEModel,
     rand,
     randn,
 )
@@ -68,7 +68,7 @@ def flow_matching_inputs(
     return (1 - s) * latents + s * noise, noise - latents
 
 
-class StableAudio3Model(AudioModel):
+class StableAudio3Model(WaveformVAEModel):
     family = "stable-audio-3"
     pipeline_class = StableAudio3Pipeline
     denoiser_name = "transformer"
@@ -88,14 +88,6 @@ class StableAudio3Model(AudioModel):
         "text_encoder/ (T5GemmaEncoderModel) + tokenizer/ (Gemma), duration_embedder/, "
         "scheduler/ (FlowMatchEulerDiscreteScheduler) (as in stabilityai/stable-audio-3-medium)"
     )
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.pipe.vae.config.sampling_rate)
-
-    @property
-    def audio_channels(self) -> int:
-        return int(self.pipe.vae.config.audio_channels)
 
     @property
     def hop_length(self) -> int:

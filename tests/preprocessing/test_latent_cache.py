@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 
 from lora_audio.config import load_config
+from lora_audio.files import atomic_path
 from lora_audio.models import load_model
 from lora_audio.testing import tiny_model_dir
 from preprocessing import latent_cache as lc
@@ -265,20 +266,22 @@ def test_interrupted_run_leaves_no_partial_entry_and_resumes(
 ):
     cfg = config(tiny_dir, manifest, tmp_path)
     n = len(read_manifest(manifest))
-    real_save = lc.save_file
+    real_write = lc.write_safetensors
     calls = {"n": 0}
 
-    def crash_on_fourth(tensors, path, metadata=None):
+    def crash_on_fourth(path, tensors, metadata=None):
         calls["n"] += 1
         if calls["n"] == 4:
-            Path(path).write_bytes(b"half an entry")
-            raise KeyboardInterrupt
-        real_save(tensors, path, metadata=metadata)
+            # Die half-way through writing the fourth entry, the way Ctrl-C would.
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(b"half an entry")
+                raise KeyboardInterrupt
+        return real_write(path, tensors, metadata)
 
-    monkeypatch.setattr(lc, "save_file", crash_on_fourth)
+    monkeypatch.setattr(lc, "write_safetensors", crash_on_fourth)
     with pytest.raises(KeyboardInterrupt):
         lc.build_cache(cfg, model, progress=False)
-    monkeypatch.setattr(lc, "save_file", real_save)
+    monkeypatch.setattr(lc, "write_safetensors", real_write)
 
     folder = lc.cache_folder(cfg.data, lc.cache_params(cfg.data, model))
     files = [p for p in folder.rglob("*") if p.is_file()]

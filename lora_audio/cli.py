@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval.cli", "score generated audio folders against a reference folder"),
     "corpus": ("preprocessing.corpus_cli", "build an offline demo corpus from music21 scores"),
     "listen": ("lora_audio.listen.cli", "build blind listening tests and score MOS"),
+    "studio": ("lora_audio.studio.cli", "serve a local web page to generate and compare adapters"),
     "cut-music": ("preprocessing.cut_music", "cut recordings into segments and write a manifest"),
     "preprocess": ("lora_audio.preprocess", "encode cut-music segments into the latent cache once"),
     "infer": ("lora_audio.infer", "generate audio with the base model and/or LoRA adapters"),

@@ -1,8 +1,7 @@
 """Drive the built listening page in a real headless Chromium (Playwright), then score it.
 
-Needs Debian's ``chromium`` (``apt-get install -y chromium``) and Playwright for Python
-(``pip install playwright``; never ``playwright install``: the system browser is used).
-Skips with the reason when either is missing. ``LORA_AUDIO_CHROMIUM`` overrides the path.
+The ``browser`` fixture (tests/conftest.py) skips with the reason when Chromium or Playwright
+is missing.
 """
 
 from __future__ import annotations
@@ -10,8 +9,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,38 +19,6 @@ from lora_audio.listen.build import build_test
 from lora_audio.listen.score import score_files
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = os.environ.get("LORA_AUDIO_CHROMIUM") or next(
-    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
-    None,
-)
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--mute-audio",
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if CHROMIUM is None or not Path(CHROMIUM).is_file():
-        pytest.skip(
-            f"chromium not installed ({CHROMIUM or 'not on PATH'}): apt-get install -y chromium"
-        )
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright not installed (.venv/bin/pip install playwright)"
-    )
-    with sync_api.sync_playwright() as pw:
-        # launch() gives every run a fresh temporary --user-data-dir.
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

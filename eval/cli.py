@@ -71,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--train-run", help="training run folder: plot metrics.jsonl / TensorBoard loss curves"
     )
     p.add_argument(
+        "--listening",
+        metavar="SCORES_JSON",
+        help="scores.json of `lora-audio listen score`: MOS per system next to the metrics",
+    )
+    p.add_argument(
         "--cache", default=None, help=f"embedding cache folder (default {default_cache_dir()})"
     )
     p.add_argument(
@@ -108,6 +113,14 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.ref}: --ref is not a folder; check the path")
         if args.train_run and not Path(args.train_run).is_dir():
             raise ValueError(f"{args.train_run}: --train-run is not a folder; check the path")
+        listening = None
+        if args.listening:
+            from lora_audio.listen.score import ListenError, load_scores, report_summary
+
+            try:
+                listening = report_summary(load_scores(args.listening))
+            except ListenError as e:
+                raise ValueError(str(e)) from None
     except ValueError as e:
         log.error("%s", e)
         return 2
@@ -135,7 +148,12 @@ def run(args: argparse.Namespace) -> int:
         if args.baseline:
             baseline_name(result, args.baseline)
         paths = write_report(
-            result, out, overwrite=args.overwrite, baseline=args.baseline, train_run=args.train_run
+            result,
+            out,
+            overwrite=args.overwrite,
+            baseline=args.baseline,
+            train_run=args.train_run,
+            listening=listening,
         )
     except (ValueError, FileNotFoundError, ReportExistsError) as e:
         log.error("%s", e)

@@ -95,7 +95,12 @@ def _clean(v):
     return v
 
 
-def metrics_json(result: EvalResult, base: str | None, train_curves: dict | None) -> dict:
+def metrics_json(
+    result: EvalResult,
+    base: str | None,
+    train_curves: dict | None,
+    listening: dict | None = None,
+) -> dict:
     cfg = result.config.to_dict()
     rel = relative_changes(result, base)
 
@@ -120,6 +125,7 @@ def metrics_json(result: EvalResult, base: str | None, train_curves: dict | None
         "baseline": base, "systems": {s.name: system(s) for s in result.systems}, "cache": result.cache,
         "metric_labels": {k: v[0] for k, v in METRICS.items()},
         "training_curves": sorted(train_curves) if train_curves else [],
+        "listening": listening,
     })  # fmt: skip
 
 
@@ -358,7 +364,51 @@ def _notes(result: EvalResult) -> list[str]:
     return notes
 
 
-def render_markdown(result: EvalResult, base: str | None, has_curves: bool) -> str:
+def listening_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the listening-test table from ``listen.score.report_summary``."""
+    header, keys = ["system"], []
+    for col in summary["columns"][1:]:
+        if col.endswith("_ci95"):
+            continue
+        keys.append(col)
+        if col.endswith("_mos"):
+            header.append(f"{col[:-4]} MOS [95 % CI]")
+        elif col.endswith("_vs_base_pct"):
+            header.append(f"{col[:-12]} Δ% vs {summary['base']}")
+        else:
+            header.append(f"preferred over {summary['base']}")
+    rows = []
+    for r in summary["rows"]:
+        row = [r["system"]]
+        for k in keys:
+            v = r[k]
+            if v is None:
+                row.append("–")
+            elif k.endswith("_mos"):
+                lo, hi = r[k[:-4] + "_ci95"] or (None, None)
+                ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
+                row.append(f"{v:.2f}{ci}")
+            elif k.endswith("_vs_base_pct"):
+                row.append(f"{v:+.1f} %")
+            else:
+                row.append(f"{100 * v:.0f} %")
+        rows.append(row)
+    return header, rows
+
+
+def _listening_lines(summary: dict) -> list[str]:
+    agreement = ", ".join(
+        f"{q} {a:.3f}" if a is not None else f"{q} –" for q, a in summary["agreement"].items()
+    )
+    return [
+        f"Test `{summary['test_id']}`: {summary['raters']} rater(s); higher is better (1–5).",
+        f"Rater agreement (Krippendorff's alpha, interval): {agreement}.",
+    ]
+
+
+def render_markdown(
+    result: EvalResult, base: str | None, has_curves: bool, listening: dict | None = None
+) -> str:
     header, rows = metrics_table(result, base)
     parts = [
         "# Evaluation report",
@@ -367,9 +417,11 @@ def render_markdown(result: EvalResult, base: str | None, has_curves: bool) -> s
         "",
         _md_table(header, rows),
         "",
-        "## Notes",
-        "",
     ]
+    if listening:
+        parts += [f"## {listening['title']}", "", *_listening_lines(listening), ""]
+        parts += [_md_table(*listening_table(listening)), ""]
+    parts += ["## Notes", ""]
     parts += [f"- {n}" for n in _notes(result)]
     parts += [
         "",
@@ -380,14 +432,30 @@ def render_markdown(result: EvalResult, base: str | None, has_curves: bool) -> s
     return "\n".join(parts) + "\n"
 
 
-def render_html(result: EvalResult, base: str | None, images: dict[str, str | None]) -> str:
-    header, rows = metrics_table(result, base)
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
     esc = html.escape
     table = "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
-    table += (
-        "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return (
+        table
+        + "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>" for r in rows)
         + "</table>"
     )
+
+
+def render_html(
+    result: EvalResult,
+    base: str | None,
+    images: dict[str, str | None],
+    listening: dict | None = None,
+) -> str:
+    esc = html.escape
+    table = _html_table(*metrics_table(result, base))
+    if listening:
+        table += f"<h2>{esc(listening['title'])}</h2>"
+        table += "".join(
+            f"<p>{esc(line).replace('`', '')}</p>" for line in _listening_lines(listening)
+        )
+        table += _html_table(*listening_table(listening))
     notes = (
         "<ul>" + "".join(f"<li>{esc(n).replace('`', '')}</li>" for n in _notes(result)) + "</ul>"
     )
@@ -413,8 +481,12 @@ def write_report(
     overwrite: bool = False,
     baseline: str | None = None,
     train_run: str | Path | None = None,
+    listening: dict | None = None,
 ) -> dict[str, Path]:
     """Write the four report files into ``out_dir`` and return their paths.
+
+    ``listening``: a blind listening test's MOS table (``listen.score.report_summary``),
+    shown next to the objective metrics.
 
     Raises :class:`ReportExistsError` if any of them exists and ``overwrite`` is False.
     """
@@ -432,7 +504,7 @@ def write_report(
         "Training curves": plot_training_curves(curves),
     }
     paths = {f: out / f for f in REPORT_FILES}
-    write_json_atomic(paths["metrics.json"], metrics_json(result, base, curves))
+    write_json_atomic(paths["metrics.json"], metrics_json(result, base, curves, listening))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -441,6 +513,6 @@ def write_report(
             {k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
         )
     write_text_atomic(paths["per_file.csv"], buf.getvalue())
-    write_text_atomic(paths["report.md"], render_markdown(result, base, bool(curves)))
-    write_text_atomic(paths["report.html"], render_html(result, base, images))
+    write_text_atomic(paths["report.md"], render_markdown(result, base, bool(curves), listening))
+    write_text_atomic(paths["report.html"], render_html(result, base, images, listening))
     return paths

@@ -161,6 +161,27 @@ def load_key(path: str | Path) -> dict[str, Any]:
     return key
 
 
+def load_scores(path: str | Path) -> dict[str, Any]:
+    """Read and check a ``scores.json`` written by ``lora-audio listen score``."""
+    path = Path(path)
+    try:
+        scores = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ListenError(
+            f"{path}: not found; pass the scores.json written by `lora-audio listen score`"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise ListenError(
+            f"{path}: not readable JSON ({e}); run `lora-audio listen score` again"
+        ) from e
+    if not isinstance(scores, dict) or scores.get("format") != SCORES_FORMAT:
+        raise ListenError(
+            f"{path}: not a listening-test scores file; pass the scores.json written by "
+            "`lora-audio listen score`"
+        )
+    return scores
+
+
 def _parse_score(value: Any) -> int | None:
     if value is None or value == "":
         return None

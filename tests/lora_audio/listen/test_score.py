@@ -206,3 +206,41 @@ def test_bad_key_and_bad_files_are_one_line_errors(built, tmp_path):
     scores_path = write(tmp_path / "junk.json", {"hello": 1})
     with pytest.raises(ListenError, match="no usable ratings"):
         score_files([scores_path], out / "key.json")
+
+
+def test_eval_report_shows_the_listening_scores(built, compare_dir, ref_file, tmp_path):
+    from lora_audio.cli import main
+
+    out, key = built
+    f1 = write(
+        tmp_path / "ann.json", ratings_doc(key, "ann", lambda s: (2, 1) if s == "base" else (4, 5))
+    )
+    f2 = write(
+        tmp_path / "bob.json", ratings_doc(key, "bob", lambda s: (3, 1) if s == "base" else (4, 4))
+    )
+    scores = tmp_path / "scores.json"
+    assert main(["listen", "score", str(f1), str(f2), "--key", str(out / "key.json"),
+                 "-o", str(scores)]) == 0  # fmt: skip
+    report = tmp_path / "report"
+    runs = [f"{d.name}={d}" for d in sorted(compare_dir.iterdir()) if d.is_dir()]
+    argv = ["eval", "--runs", *runs, "--ref", str(ref_file.parent), "-o", str(report),
+            "--no-cache", "--bootstrap", "20", "--listening", str(scores)]  # fmt: skip
+    assert main(argv) == 0
+    md = (report / "report.md").read_text()
+    assert "## Blind listening test (MOS, 1–5)" in md
+    # base musicality 2.5 ± 0.5748 (hand-computed above); the adapter +60 %, preferred 6/6
+    assert "| base | 2.50 [1.93, 3.07] | – | 1.00 [1.00, 1.00] | – | – |" in md
+    assert (
+        "| jazzlora_v2 | 4.00 [4.00, 4.00] | +60.0 % | 4.50 [3.93, 5.07] | +350.0 % | 100 % |" in md
+    )
+    assert "Krippendorff" in md and "Blind listening test" in (report / "report.html").read_text()
+    listening = json.loads((report / "metrics.json").read_text())["listening"]
+    assert listening["rows"][1]["musicality_mos"] == 4.0
+
+    # a file that is not a scores.json: one line naming it, no report written
+    bad = tmp_path / "ratings-not-scores.json"
+    bad.write_text("{}")
+    argv[-1] = str(bad)
+    argv[argv.index("-o") + 1] = str(tmp_path / "report2")
+    assert main(argv) == 2
+    assert not (tmp_path / "report2").exists()

@@ -25,13 +25,20 @@ steps are reused when the script is run again.
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import time
+import sys
 from pathlib import Path
 
-from lora_audio.demo import (
+# Run as a script, this folder would shadow the `eval` package with benchmarks/eval.py.
+_here = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _here]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+from lora_audio.demo import (  # noqa: E402
     CONFIG,
     cut_recordings,
     evaluate_runs,
@@ -40,7 +47,7 @@ from lora_audio.demo import (
     run_lora_audio,
     train_lora,
 )
-from lora_audio.files import write_json_atomic
+from lora_audio.files import write_json_atomic  # noqa: E402
 
 #: metric key in metrics.json -> label
 METRICS = {

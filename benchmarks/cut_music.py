@@ -1,6 +1,6 @@
 """Benchmark cut-music against plain soundfile decode + write of the same files, side by side.
 
-    .venv/bin/python benchmarks/cut_music.py [--minutes 8] [--files 6] [--repeat 2]
+    .venv/bin/python benchmarks/cut_music.py [--minutes 8] [--files 6] [--repeat 5]
                                               [--long-minutes 120] [--no-memory]
 
 Prints, for the same synthetic corpus in the same run:
@@ -8,14 +8,18 @@ Prints, for the same synthetic corpus in the same run:
 * the bound: read each file in blocks with soundfile and write 10 s segments with soundfile
   (no resampling, no analysis): audio seconds per wall second (x realtime);
 * cut-music with ``--jobs 1`` (default options: 10 s, silence check, LUFS/RMS measured), with
-  ``--jobs 1 --sr 48000 --loudness -23`` and with ``--jobs 2``, each as x realtime and as a
-  ratio to the bound (goal: >= 0.5 for jobs 1) and jobs 2 / jobs 1 (goal: near 2 on 2 free
-  cores);
+  ``--jobs 1 --sr 48000 --loudness -23``, with ``--no-lufs`` and with ``--jobs 2``, each as x
+  realtime and as a ratio to the bound of the same repeat (goal: >= 0.5 for jobs 1);
+* jobs 2 / jobs 1 (goal: near 2 on 2 free cores) next to the same ratio for the bound run two
+  files at a time in two threads: on a shared machine that is what two workers could get, and
+  the CPU seconds per audio second of jobs 1 and jobs 2 (parallel overhead shows there);
 * peak resident memory (ru_maxrss of a fresh subprocess) cutting a 1-minute file and a long
   one, next to what holding the long file in memory as float32 would take.
 
-Each timing is the best of ``--repeat`` runs. Input audio: 44.1 kHz stereo PCM_16 WAV, a
-mix of tones and noise (the long file: 16 kHz mono, written block by block).
+The variants run ``--repeat`` times, interleaved in a rotating order so that load from other
+processes hits every variant alike; figures are medians with the min-max range in brackets.
+Input audio: 44.1 kHz stereo PCM_16 WAV, a mix of tones and noise (the long file: 16 kHz
+mono, written block by block).
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,28 +78,42 @@ def plain_bound(files: list[Path], out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def best_of(repeat: int, fn) -> float:
-    times = []
-    for _ in range(repeat):
-        times.append(fn())
-    return min(times)
+def plain_bound_threads(files: list[Path], out: Path, threads: int) -> None:
+    """:func:`plain_bound` with ``threads`` files at a time (soundfile releases the GIL)."""
+    with ThreadPoolExecutor(threads) as pool:
+        subsets = [files[i::threads] for i in range(threads)]
+        outs = [out / str(i) for i in range(threads)]
+        for o in outs:
+            o.mkdir()
+        list(pool.map(plain_bound, subsets, outs))
 
 
-def timed_cut(files: list[Path], scratch: Path, params: CutParams) -> float:
+def timed_cut(files: list[Path], scratch: Path, params: CutParams) -> tuple[float, float]:
+    """Wall and CPU seconds (all threads of this process) of one cut-music run."""
     out = Path(tempfile.mkdtemp(dir=scratch))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     summary = cut_music(files, out / "cut", params)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0, time.process_time() - c0
     assert summary.ok and not summary.failed, summary.format()
     shutil.rmtree(out)
     return elapsed
 
 
-def timed_plain(files: list[Path], scratch: Path) -> float:
+def timed_plain(files: list[Path], scratch: Path, threads: int = 1) -> tuple[float, float]:
     out = Path(tempfile.mkdtemp(dir=scratch))
-    elapsed = plain_bound(files, out)
+    t0, c0 = time.perf_counter(), time.process_time()
+    if threads == 1:
+        plain_bound(files, out)
+    else:
+        plain_bound_threads(files, out, threads)
+    elapsed = time.perf_counter() - t0, time.process_time() - c0
     shutil.rmtree(out)
     return elapsed
+
+
+def med(values: list[float]) -> str:
+    """``median [min-max]``."""
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
 
 
 def peak_rss_mb(args: list[str]) -> float:
@@ -117,7 +138,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=8.0, help="total corpus length")
     ap.add_argument("--files", type=int, default=6)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--long-minutes", type=float, default=120.0)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--scratch", default=None, help="folder for temporary files")
@@ -133,35 +154,47 @@ def main() -> None:
             synth(f, per_file, 44100, 2, seed=i)
         audio_s = per_file * args.files
         print(f"corpus: {args.files} files x {per_file:.0f} s, 44.1 kHz stereo PCM_16 WAV "
-              f"({audio_s / 60:.1f} min); {os.cpu_count()} CPUs; best of {args.repeat}")  # fmt: skip
+              f"({audio_s / 60:.1f} min); {os.cpu_count()} CPUs; {args.repeat} interleaved "
+              f"repeats; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")  # fmt: skip
 
         base = CutParams(length=SEGMENT_S, progress=False)
+        bound = "plain soundfile decode + write (bound)"
+        bound2 = "plain soundfile, 2 files at a time in 2 threads"
+        j1, j2 = "cut-music --jobs 1", "cut-music --jobs 2"
         runs = {
-            "plain soundfile decode + write (bound)": lambda: timed_plain(files, scratch),
-            "cut-music --jobs 1": lambda: timed_cut(files, scratch, base),
+            bound: lambda: timed_plain(files, scratch),
+            j1: lambda: timed_cut(files, scratch, base),
             "cut-music --jobs 1 --sr 48000 --loudness -23": lambda: timed_cut(
-                files,
-                scratch,
-                CutParams(length=SEGMENT_S, progress=False, sample_rate=48000, loudness=-23.0),
+                files, scratch, replace(base, sample_rate=48000, loudness=-23.0)
             ),
             "cut-music --jobs 1 --no-lufs": lambda: timed_cut(
-                files, scratch, CutParams(length=SEGMENT_S, progress=False, measure_lufs=False)
+                files, scratch, replace(base, measure_lufs=False)
             ),
-            "cut-music --jobs 2": lambda: timed_cut(
-                files, scratch, CutParams(length=SEGMENT_S, progress=False, jobs=2)
-            ),
+            j2: lambda: timed_cut(files, scratch, replace(base, jobs=2)),
+            bound2: lambda: timed_plain(files, scratch, threads=2),
         }
-        times: dict[str, float] = {name: float("inf") for name in runs}
-        for _ in range(args.repeat):  # interleaved, so load changes hit every variant alike
-            for name, fn in runs.items():
-                times[name] = min(times[name], fn())
-        bound = audio_s / times["plain soundfile decode + write (bound)"]
-        j1 = audio_s / times["cut-music --jobs 1"]
-        print(f"{'':48s} {'x realtime':>11s} {'/ bound':>8s}")
-        for name, t in times.items():
-            speed = audio_s / t
-            print(f"{name:48s} {speed:11.1f} {speed / bound:8.2f}")
-        print(f"jobs 2 / jobs 1 speed-up: {audio_s / times['cut-music --jobs 2'] / j1:.2f}")
+        for fn in runs.values():  # warm-up (imports, compiled kernels, page cache), untimed
+            fn()
+        wall: dict[str, list[float]] = {name: [] for name in runs}
+        cpu: dict[str, list[float]] = {name: [] for name in runs}
+        names = list(runs)
+        for r in range(args.repeat):  # interleaved, rotating, so load hits every variant alike
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                w, c = runs[name]()
+                wall[name].append(w)
+                cpu[name].append(c)
+        print(f"{'':48s} {'x realtime':>22s} {'/ bound (same repeat)':>22s} "
+              f"{'CPU ms / audio s':>20s}")  # fmt: skip
+        for name in names:
+            speed = [audio_s / t for t in wall[name]]
+            ratio = [b / t for b, t in zip(wall[bound], wall[name], strict=True)]
+            per_s = [1000 * c / audio_s for c in cpu[name]]
+            print(f"{name:48s} {med(speed):>22s} {med(ratio):>22s} {med(per_s):>20s}")
+        scale = [a / b for a, b in zip(wall[j1], wall[j2], strict=True)]
+        scale_bound = [a / b for a, b in zip(wall[bound], wall[bound2], strict=True)]
+        print(f"jobs 2 / jobs 1 speed-up: {med(scale)}; the bound in 2 threads / 1: "
+              f"{med(scale_bound)} (what this machine gave two workers)")  # fmt: skip
+        print(f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
         if not args.no_memory:
             short = scratch / "short.wav"

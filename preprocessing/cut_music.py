@@ -5,7 +5,9 @@
 Python API: ``cut_music(inputs, out_dir, CutParams(...)) -> CutSummary``; the manifest is read
 back with :func:`preprocessing.manifest.read_manifest`.
 
-How it works, per recording (one worker process per recording with ``--jobs N``):
+How it works, per recording (``--jobs N`` runs N recordings at a time in threads: decoding,
+resampling, the loudness pass and encoding run in C or compiled code that releases the GIL, so
+threads scale like processes without their start-up, imports and pickling):
 
 1. hash the file (sha256 of its bytes: ids, resume and the split are keyed on it);
 2. stream it in blocks (:func:`lora_audio.audio.iter_blocks`), convert channels, resample with
@@ -38,15 +40,14 @@ import csv
 import json
 import logging
 import math
-import multiprocessing as mp
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,8 @@ from lora_audio.audio import (
     StreamResampler,
     find_audio_files,
     iter_blocks,
+    loudness_lufs,
+    peak_db,
     probe,
     to_channels,
 )
@@ -341,67 +344,32 @@ def frame_activity(x: np.ndarray, frame: int, silence_db: float) -> np.ndarray:
     channels) is above ``silence_db`` dBFS. Frames are ``frame`` samples; a last partial
     frame counts. Returns ``bool [ceil(T / frame)]``.
     """
-    return _frame_power(_power(x), frame) > 10.0 ** (silence_db / 10.0)
+    sums = frame_energy(x, frame)
+    return sums / _frame_sizes(x.shape[1], frame, x.shape[0]) > 10.0 ** (silence_db / 10.0)
 
 
-def _power(x: np.ndarray) -> np.ndarray:
-    """Instantaneous power averaged over channels: ``[C, T]`` -> ``float32 [T]``."""
-    return np.mean(np.square(x, dtype=np.float32), axis=0)
+def frame_energy(x: np.ndarray, frame: int) -> np.ndarray:
+    """Sum of squares over channels and samples of each ``frame``-sample frame of ``[C, T]``
+    (a last partial frame included) -> ``float64 [ceil(T / frame)]``.
 
-
-def _frame_power(power: np.ndarray, frame: int) -> np.ndarray:
-    """Mean of ``power [T]`` over frames of ``frame`` samples (last partial frame included)."""
-    t = power.shape[0]
-    n_full = t // frame
-    means = power[: n_full * frame].reshape(n_full, frame).mean(axis=1, dtype=np.float64)
-    if t > n_full * frame:
-        means = np.append(means, power[n_full * frame :].mean(dtype=np.float64))
-    return means
-
-
-@lru_cache(maxsize=8)
-def _k_weighting(sample_rate: int) -> np.ndarray:
-    """ITU-R BS.1770 K-weighting as second-order sections ``[2, 6]`` (pyloudnorm's filters)."""
-    import pyloudnorm
-
-    meter = pyloudnorm.Meter(sample_rate)
-    return np.stack([np.concatenate([f.b * f.passband_gain, f.a]) for f in meter._filters.values()])
-
-
-def integrated_loudness(x: np.ndarray, sample_rate: int) -> float:
-    """Integrated loudness of ``[C, T]`` (C <= 2) in LUFS, ITU-R BS.1770-4 gating.
-
-    The same value as ``pyloudnorm.Meter(sr).integrated_loudness`` (same K-weighting filters,
-    400 ms blocks with 75 % overlap, -70 LUFS absolute and -10 LU relative gates), computed
-    from 100 ms sub-block sums instead of a Python loop over blocks, filtering in float32
-    (within 0.001 LU): about 2-4x faster on a 10 s clip. Returns ``-inf`` for silence and for clips shorter than one block.
+    Squares are summed time-major (``[T, C]`` rows, contiguous when ``x`` is a transposed
+    view of decoded audio) in float32 pairwise sums: within 1e-6 of a float64 sum.
     """
-    import scipy.signal
+    c, t = x.shape
+    sq = np.square(x.T, order="C")  # [T, C]
+    n_full = t // frame
+    sums = sq[: n_full * frame].reshape(n_full, frame * c).sum(axis=1).astype(np.float64)
+    if t > n_full * frame:
+        sums = np.append(sums, np.float64(sq[n_full * frame :].sum()))
+    return sums
 
-    t = x.shape[1]
-    n_blocks = int(np.round((t / sample_rate - 0.4) / 0.1)) + 1
-    if t < int(0.4 * sample_rate) + 1 or n_blocks < 1:
-        return float("-inf")
-    # float32 filtering: within 0.001 LU of pyloudnorm's float64, and twice as fast.
-    sos = _k_weighting(sample_rate).astype(np.float32)
-    y = scipy.signal.sosfilt(sos, np.asarray(x, dtype=np.float32), axis=-1)
-    # Sums over 100 ms quarters, then each 400 ms block is four consecutive quarters.
-    edges = np.minimum([int(0.1 * i * sample_rate) for i in range(n_blocks + 4)], t)
-    y2 = np.zeros((y.shape[0], edges[-1] + 1), dtype=np.float32)
-    np.square(y[:, : edges[-1]], out=y2[:, : edges[-1]])
-    q = np.add.reduceat(y2, edges[:-1], axis=-1, dtype=np.float64)
-    q[:, edges[:-1] >= edges[1:]] = 0.0
-    z = (q[:, :-3] + q[:, 1:-2] + q[:, 2:-1] + q[:, 3:]) / (0.4 * sample_rate)  # [C, blocks]
-    with np.errstate(divide="ignore"):
-        loud = -0.691 + 10.0 * np.log10(z.sum(axis=0))  # channel gains are 1 for L/R
-    gated = loud >= -70.0
-    if not gated.any():
-        return float("-inf")
-    relative = -0.691 + 10.0 * np.log10(z[:, gated].mean(axis=1).sum()) - 10.0
-    gated &= loud > relative
-    if not gated.any():
-        return float("-inf")
-    return float(-0.691 + 10.0 * np.log10(z[:, gated].mean(axis=1).sum()))
+
+def _frame_sizes(t: int, frame: int, channels: int) -> np.ndarray:
+    """Values per frame (samples x channels) of the frames of :func:`frame_energy`."""
+    sizes = np.full(-(-t // frame), frame * channels, dtype=np.float64)
+    if t % frame:
+        sizes[-1] = (t % frame) * channels
+    return sizes
 
 
 def normalise(x: np.ndarray, sr: int, params: CutParams, lufs: float) -> tuple[np.ndarray, float]:
@@ -411,22 +379,23 @@ def normalise(x: np.ndarray, sr: int, params: CutParams, lufs: float) -> tuple[n
     ceiling (``--peak`` if given, else 0 dBFS): the gain is lowered instead, so nothing clips.
     Unmeasurable (silent) segments are left as they are.
     """
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    if peak == 0.0:
+    if params.loudness is None and params.peak is None:
         return x, 0.0
-    peak_db = 20.0 * math.log10(peak)
+    peak = peak_db(x)
+    if not math.isfinite(peak):
+        return x, 0.0
     gain_db = 0.0
     if params.loudness is not None:
         if not math.isfinite(lufs):
             return x, 0.0
         gain_db = params.loudness - lufs
         ceiling = params.peak if params.peak is not None else 0.0
-        gain_db = min(gain_db, ceiling - peak_db)
+        gain_db = min(gain_db, ceiling - peak)
     elif params.peak is not None:
-        gain_db = params.peak - peak_db
+        gain_db = params.peak - peak
     if gain_db == 0.0:
         return x, 0.0
-    return (x * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32), gain_db
+    return x * np.float32(10.0 ** (gain_db / 20.0)), gain_db  # float32, same memory layout
 
 
 def format_caption(template: str, source: Path, index: int, start: float, end: float) -> str:
@@ -459,7 +428,10 @@ class Segmenter:
     """Cut a stream of ``[C, T]`` blocks into windows of ``length`` samples every ``hop``.
 
     Windows start at ``offset + k * hop``; samples at or after ``end`` (if given) are ignored.
-    Only the samples still needed are kept, so memory is about one window plus one block.
+    Only the blocks still needed are kept, so memory is about one window plus one block. A
+    window inside one block is a view of it; one that spans blocks is copied once, into
+    time-major memory (a ``[C, n]`` view of a C-contiguous ``[n, C]`` array, the layout
+    soundfile reads and writes).
     """
 
     def __init__(self, length: int, hop: int, offset: int = 0, end: int | None = None) -> None:
@@ -467,8 +439,9 @@ class Segmenter:
             raise ValueError("length and hop must be >= 1 sample")
         self.length, self.hop, self.offset, self.end = length, hop, offset, end
         self.k = 0
-        self.buf: np.ndarray | None = None
-        self.buf_start = 0  # absolute index of buf[:, 0]
+        self.blocks: list[np.ndarray] = []  # kept blocks; the first starts at buf_start
+        self.buf_start = 0  # absolute index of the first kept sample
+        self.buffered = 0  # samples in self.blocks
         self.seen = 0  # samples received so far
 
     @property
@@ -480,15 +453,13 @@ class Segmenter:
         if self.end is not None:
             block = block[:, : max(0, self.end - self.seen)]
         self.seen += block.shape[1]
-        self.buf = block if self.buf is None else np.concatenate([self.buf, block], axis=1)
-        while self.next_start + self.length <= self.buf_start + self.buf.shape[1]:
-            a = self.next_start - self.buf_start
-            yield Window(self.k, self.next_start, self.buf[:, a : a + self.length])
+        if block.shape[1]:
+            self.blocks.append(block)
+            self.buffered += block.shape[1]
+        while self.next_start + self.length <= self.buf_start + self.buffered:
+            yield Window(self.k, self.next_start, self._take(self.next_start, self.length))
             self.k += 1
-        drop = min(max(self.next_start - self.buf_start, 0), self.buf.shape[1])
-        if drop:
-            self.buf = self.buf[:, drop:]
-            self.buf_start += drop
+        self._drop_before(self.next_start)
 
     def finish(self) -> Window | None:
         """The partial window left at the end (None if there is none).
@@ -496,30 +467,59 @@ class Segmenter:
         With overlapping hops only the first partial window is returned: it already holds
         all the remaining audio.
         """
-        if self.buf is None:
+        end = self.buf_start + self.buffered
+        if not self.buf_start <= self.next_start < end:
             return None
-        a = self.next_start - self.buf_start
-        if a < 0 or a >= self.buf.shape[1]:
-            return None
-        return Window(self.k, self.next_start, self.buf[:, a:])
+        return Window(self.k, self.next_start, self._take(self.next_start, end - self.next_start))
+
+    def _take(self, start: int, n: int) -> np.ndarray:
+        """Samples ``[start, start + n)`` (all buffered) as ``[C, n]``."""
+        pieces = []
+        a = start - self.buf_start
+        for b in self.blocks:
+            if a < b.shape[1]:
+                pieces.append(b[:, a : a + n])
+                n -= pieces[-1].shape[1]
+                a = 0
+                if n == 0:
+                    break
+            else:
+                a -= b.shape[1]
+        if len(pieces) == 1:
+            return pieces[0]
+        return np.concatenate([p.T for p in pieces], axis=0).T
+
+    def _drop_before(self, start: int) -> None:
+        """Forget the buffered samples before ``start``."""
+        n = min(max(start - self.buf_start, 0), self.buffered)
+        self.buf_start += n
+        self.buffered -= n
+        while n:
+            first = self.blocks[0]
+            if first.shape[1] <= n:
+                self.blocks.pop(0)
+                n -= first.shape[1]
+            else:
+                self.blocks[0] = first[:, n:]
+                n = 0
 
 
 # --------------------------------------------------------------------------------------------
-# One recording (runs in a worker process)
+# One recording (runs in a worker thread with --jobs > 1)
 # --------------------------------------------------------------------------------------------
 
-_progress: Callable[[float], None] | None = None
 
+@dataclass
+class RunControl:
+    """Shared by the recordings of one run: a progress callback (source seconds done) and a
+    stop flag that makes running recordings give up at their next block (Ctrl-C, --strict)."""
 
-def _report_progress(seconds: float) -> None:
-    if _progress is not None and seconds > 0:
-        _progress(seconds)
+    progress: Callable[[float], None] | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
 
-
-def _init_worker(queue) -> None:  # runs in each worker process
-    global _progress
-    _progress = queue.put
-    logging.getLogger().setLevel(logging.WARNING)
+    def report(self, seconds: float) -> None:
+        if self.progress is not None and seconds > 0:
+            self.progress(seconds)
 
 
 def active_span(path: Path, params: CutParams) -> tuple[float, float] | None:
@@ -561,11 +561,17 @@ def _read_record(record: Path, sha: str, params_hash: str, out_dir: Path) -> dic
     return data
 
 
-def process_recording(source: str, out_dir: str, params: CutParams) -> RecordingResult:
-    """Cut one recording into ``out_dir``; never raises for a bad file (see ``status``)."""
+def process_recording(
+    source: str, out_dir: str, params: CutParams, control: RunControl | None = None
+) -> RecordingResult:
+    """Cut one recording into ``out_dir``; never raises for a bad file (see ``status``).
+
+    Raises :class:`KeyboardInterrupt` when ``control.stop`` is set while it runs; what it
+    wrote so far stays (a later run resumes from it).
+    """
     res = RecordingResult(source=source)
     try:
-        _cut_one(Path(source), Path(out_dir), params, res)
+        _cut_one(Path(source), Path(out_dir), params, res, control or RunControl())
     except AudioError as e:
         res.status, res.reason = "failed", str(e)
     except CutError as e:
@@ -580,7 +586,9 @@ def process_recording(source: str, out_dir: str, params: CutParams) -> Recording
     return res
 
 
-def _cut_one(source: Path, out_dir: Path, params: CutParams, res: RecordingResult) -> None:
+def _cut_one(
+    source: Path, out_dir: Path, params: CutParams, res: RecordingResult, control: RunControl
+) -> None:
     info = probe(source)  # raises AudioError for non-audio / empty files
     res.sha256 = sha256_file(source)
     folder = _recording_folder(source, res.sha256)
@@ -593,7 +601,7 @@ def _cut_one(source: Path, out_dir: Path, params: CutParams, res: RecordingResul
     if record is not None:  # finished on an earlier run: nothing to decode
         res.rows, res.silent = record["rows"], record["silent"]
         res.seconds_in, res.existing, res.reused = record["seconds_in"], len(res.rows), True
-        _report_progress(res.seconds_in)
+        control.report(res.seconds_in)
         return
 
     sr_in, c_in = info.sample_rate, info.channels
@@ -623,14 +631,14 @@ def _cut_one(source: Path, out_dir: Path, params: CutParams, res: RecordingResul
         n_real = audio.shape[1]
         if pad_to is not None and n_real < pad_to:
             audio = np.pad(audio, ((0, 0), (0, pad_to - n_real)))
-        power = _power(audio)
-        frames = _frame_power(power, frame)
-        active = float(np.mean(frames > threshold))
+        energy = frame_energy(audio, frame)
+        power = energy / _frame_sizes(audio.shape[1], frame, audio.shape[0])  # per frame
+        active = float(np.mean(power > threshold))
         if active < params.min_active or active == 0.0:
             res.silent += 1
             return
         need_lufs = params.measure_lufs or params.loudness is not None
-        lufs = integrated_loudness(audio, sr) if need_lufs else float("nan")
+        lufs = loudness_lufs(audio, sr) if need_lufs else float("nan")
         audio, gain_db = normalise(audio, sr, params, lufs)
         seg_id = f"{folder}-{w.k:05d}"
         rel = f"{AUDIO_DIR}/{folder}/{seg_id}.{ext}"
@@ -650,7 +658,7 @@ def _cut_one(source: Path, out_dir: Path, params: CutParams, res: RecordingResul
                 "sample_rate": sr,
                 "channels": c_out,
                 "frames": int(audio.shape[1]),
-                "rms_db": _finite_or_none(_db(float(power.mean(dtype=np.float64))) + gain_db),
+                "rms_db": _finite_or_none(_db(energy.sum() / audio.size) + gain_db),
                 "lufs": _finite_or_none(lufs + gain_db),
                 "active": round(active, 4),
                 "k": w.k,
@@ -664,7 +672,9 @@ def _cut_one(source: Path, out_dir: Path, params: CutParams, res: RecordingResul
             y = _convert(block, c_in, c_mid, c_out, resampler, last=False)
             for w in seg.push(y):
                 handle(w)
-            _report_progress(block.shape[1] / sr_in)
+            control.report(block.shape[1] / sr_in)
+            if control.stop.is_set():
+                raise KeyboardInterrupt  # not an Exception: the segments written so far stay
         y = _convert(np.zeros((c_in, 0), np.float32), c_in, c_mid, c_out, resampler, last=True)
         for w in seg.push(y):
             handle(w)
@@ -892,11 +902,10 @@ def _total_seconds(files: Sequence[Path]) -> float:
 def _run_all(
     files: Sequence[Path], out_dir: Path, params: CutParams, summary: CutSummary
 ) -> list[RecordingResult]:
-    """Process every file (in worker processes when ``jobs > 1``), with a progress bar."""
+    """Process every file (``params.jobs`` at a time, in threads), with a progress bar."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    global _progress
     results: list[RecordingResult] = []
     bar = tqdm(
         total=round(_total_seconds(files), 1),
@@ -906,6 +915,13 @@ def _run_all(
         disable=None if params.progress else True,
         dynamic_ncols=True,
     )
+    lock = threading.Lock()
+
+    def progress(seconds: float) -> None:
+        with lock:
+            bar.update(seconds)
+
+    control = RunControl(progress)
 
     def done(res: RecordingResult) -> bool:
         results.append(res)
@@ -916,54 +932,25 @@ def _run_all(
 
     with bar, logging_redirect_tqdm():
         if params.jobs == 1 or len(files) <= 1:
-            _progress = bar.update
-            try:
-                for f in files:
-                    if done(process_recording(str(f), str(out_dir), params)):
-                        summary.aborted = True
-                        break
-            finally:
-                _progress = None
-        else:
-            # forkserver: workers fork from a clean server that imported the heavy modules
-            # once (spawn would import them in every worker; fork is unsafe with threads).
-            ctx = mp.get_context("forkserver")
-            # (Not this module itself: it may be __main__ under `python -m`.)
-            ctx.set_forkserver_preload(
-                ["numpy", "soundfile", "soxr", "scipy.signal", "pyloudnorm", "lora_audio.audio"]
-            )
-            queue = ctx.Queue()
-            with ProcessPoolExecutor(
-                max_workers=min(params.jobs, len(files)),
-                mp_context=ctx,
-                initializer=_init_worker,
-                initargs=(queue,),
-            ) as pool:
-                pending: set[Future] = {
-                    pool.submit(process_recording, str(f), str(out_dir), params) for f in files
-                }
-                while pending:
-                    finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    _drain(queue, bar)
-                    for fut in finished:
-                        if done(fut.result()) and not summary.aborted:
-                            summary.aborted = True
-                            for p in pending:
-                                p.cancel()
-                    if summary.aborted:
-                        pending = {p for p in pending if not p.cancelled()}
-                _drain(queue, bar)
-    return results
-
-
-def _drain(queue, bar) -> None:
-    import queue as queue_mod
-
-    while True:
+            for f in files:
+                if done(process_recording(str(f), str(out_dir), params, control)):
+                    summary.aborted = True
+                    break
+            return results
+        pool = ThreadPoolExecutor(min(params.jobs, len(files)), thread_name_prefix="cut-music")
         try:
-            bar.update(queue.get_nowait())
-        except queue_mod.Empty:
-            return
+            pending = {
+                pool.submit(process_recording, str(f), str(out_dir), params, control) for f in files
+            }
+            while pending and not summary.aborted:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    if done(fut.result()):
+                        summary.aborted = True  # --strict: the rest are not needed
+        finally:  # after Ctrl-C or --strict, running recordings stop at their next block
+            control.stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+    return results
 
 
 def _build_manifest(

@@ -93,6 +93,30 @@ def test_loudness_and_peak_normalisation():
     assert audio.rms_db(silent) == float("-inf")
 
 
+@pytest.mark.parametrize("sr", [11025, 22050, 44100, 48000])
+def test_loudness_matches_pyloudnorm(sr):
+    import pyloudnorm
+
+    rng = np.random.default_rng(sr)
+    for channels in (1, 2, 5):
+        for seconds in (0.41, 3.3, 10.0):
+            x = (rng.standard_normal((channels, int(seconds * sr))) * 0.1).astype(np.float32)
+            x[:, : x.shape[1] // 3] *= 1e-3  # quiet start exercises the gates
+            x[-1] *= 0.5  # channels of different levels exercise the channel weights
+            ref = pyloudnorm.Meter(sr).integrated_loudness(x.T.astype(np.float64))
+            assert audio.loudness_lufs(x, sr) == pytest.approx(ref, abs=1e-3)
+            # a transposed view (how blocks are decoded) and float64 give the same value
+            view = np.ascontiguousarray(x.T).T
+            assert audio.loudness_lufs(view.astype(np.float64), sr) == pytest.approx(ref, abs=1e-3)
+    assert audio.loudness_lufs(np.zeros((1, sr), np.float32), sr) == float("-inf")
+    assert audio.loudness_lufs(np.ones((1, 100), np.float32), sr) == float("-inf")
+
+
+def test_loudness_refuses_more_than_five_channels():
+    with pytest.raises(ValueError, match="at most 5"):
+        audio.loudness_lufs(np.zeros((6, 48000), np.float32), 48000)
+
+
 def test_find_audio_files(tmp_path):
     (tmp_path / "sub").mkdir()
     for name in ["b.wav", "sub/a.flac", "notes.txt"]:

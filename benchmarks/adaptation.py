@@ -75,6 +75,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--clips", type=int, default=16, help="generated clips per system and prompt")
     p.add_argument("--seconds", type=float, default=5.0, help="segment and clip length")
     p.add_argument("--denoise-steps", type=int, default=25)
+    p.add_argument(
+        "--guidance", type=float, default=1.0, help="CFG scale (default 1: see lora_audio/demo.py)"
+    )
     p.add_argument("--config", type=Path, default=CONFIG)
     p.add_argument(
         "--base-recipe",
@@ -125,6 +128,33 @@ def base_reference(args: argparse.Namespace, out: Path) -> Path | None:
     return link_split(rows, manifest.parent, "train", out / "base-reference")
 
 
+def ceiling_sets(args: argparse.Namespace, rows: list, segments: Path, out: Path) -> dict:
+    """What the metrics say for target audio itself: ``--clips`` training segments as they
+    are (``real``: other recordings of the target style) and after the base model's own
+    autoencoder (``decoded``: what a generator with perfect latents would give)."""
+    import numpy as np
+    import torch
+
+    from lora_audio.audio import load_audio, write_audio
+    from lora_audio.config import load_config
+    from lora_audio.generation import load_model_section
+
+    train = [r for r in rows if r.split == "train"]
+    pick = np.random.default_rng(0).choice(len(train), min(args.clips, len(train)), replace=False)
+    real, decoded = out / "ceiling" / "real", out / "ceiling" / "decoded"
+    model = load_model_section(load_config(args.config).model)
+    for i in pick:
+        x, sr = load_audio(segments / train[i].path)
+        write_audio(real / f"{i:04d}.wav", x, sr)
+        with torch.no_grad():
+            latents = model.encode_audio(
+                torch.from_numpy(x)[None], torch.Generator().manual_seed(0)
+            )
+            y = model.decode_latents(latents)[0].float().numpy()
+        write_audio(decoded / f"{i:04d}.wav", y, model.sample_rate)
+    return {"real": real, "decoded": decoded}
+
+
 def values(metrics: dict, key: str) -> dict[str, float]:
     return {name: s["metrics"][key]["value"] for name, s in metrics["systems"].items()}
 
@@ -146,6 +176,8 @@ def main() -> int:
     counts = {k: len({r.source for r in rows if r.split == k}) for k in ("train", "val", "test")}
     prompt = sorted({r.caption for r in rows if r.split == "train"})[0]
     base_ref = base_reference(args, out)
+    sets = ceiling_sets(args, rows, manifest.parent, out)
+    ceiling = evaluate_runs(sets, heldout, out / "report-ceiling")
     run_lora_audio(
         ["preprocess", "--config", str(args.config), f"data.manifest={manifest}"],
         "encoding failed",
@@ -159,7 +191,7 @@ def main() -> int:
         first = 1000 * seed
         generate_pair(
             args.config, adapter, [prompt], run / "target", args.clips, args.seconds,
-            args.denoise_steps, first,
+            args.denoise_steps, guidance=args.guidance, first_seed=first,
         )  # fmt: skip
         target = evaluate_runs(
             {"base": run / "target" / "base", "adapter": run / "target" / adapter.name},
@@ -176,7 +208,7 @@ def main() -> int:
         if base_ref is not None:
             generate_pair(
                 args.config, adapter, BASE_PROMPTS, run / "base-style", args.clips // 2,
-                args.seconds, args.denoise_steps, first,
+                args.seconds, args.denoise_steps, guidance=args.guidance, first_seed=first,
             )  # fmt: skip
             style = evaluate_runs(
                 {"base": run / "base-style" / "base", "adapter": run / "base-style" / adapter.name},
@@ -214,6 +246,15 @@ def main() -> int:
             ok = "met" if mean <= GOALS[key] else "NOT met"
             goal = f"  (goal ≤ {GOALS[key]:+.0f} %: {ok})"
         lines.append(f"  {label:<14s}{cells}  {summary}{goal}")
+    base_mean = {k: statistics.mean(r["target"][k]["base"] for r in per_seed) for k in METRICS}
+    lines += ["", "the same metrics for target-style audio itself (what is reachable):"]
+    for key, label in METRICS.items():
+        v = values(ceiling, key)
+        lines.append(
+            f"  {label:<14s}  other recordings {v['real']:8.4g} "
+            f"({100 * (v['real'] / base_mean[key] - 1):+.0f} % vs base);  through the base's "
+            f"autoencoder {v['decoded']:8.4g} ({100 * (v['decoded'] / base_mean[key] - 1):+.0f} %)"
+        )
     if base_ref is not None:
         lines += ["", f"base-style prompts {BASE_PROMPTS} vs the base corpus (should move little):"]
         for key, label in METRICS.items():
@@ -233,6 +274,7 @@ def main() -> int:
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "out": str(out),
             "per_seed": per_seed,
+            "ceiling": {k: values(ceiling, k) for k in METRICS},
         },
     )
     print("\n" + text)

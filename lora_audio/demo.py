@@ -61,6 +61,11 @@ class DemoSettings:
     seconds: float = 5.0
     #: denoising steps per generated clip
     denoise_steps: int = 25
+    #: classifier-free guidance. 1 = none: the adapter is trained with the caption always
+    #: present, so guidance extrapolates away from an unconditional branch that is still the
+    #: base style and overshoots the target (measured: held-out mel distance −65 % vs the base
+    #: at 1.0, +12 % at 3.0)
+    guidance: float = 1.0
     jobs: int = 2
     config: Path = CONFIG
 
@@ -253,6 +258,7 @@ def generate_compare(state: dict) -> None:
         clips=s.clips,
         seconds=s.seconds,
         denoise_steps=s.denoise_steps,
+        guidance=s.guidance,
     )
 
 
@@ -319,6 +325,7 @@ def generate_pair(
     clips: int,
     seconds: float,
     denoise_steps: int,
+    guidance: float = 1.0,
     first_seed: int = 0,
 ) -> None:
     """``lora-audio infer --compare``: ``out/base/`` and ``out/<adapter>/``, same seeds."""
@@ -335,7 +342,7 @@ def generate_pair(
         "--steps",
         str(denoise_steps),
         "--guidance",
-        "3",
+        f"{guidance:g}",
         "-o",
         str(out),
         "--overwrite",

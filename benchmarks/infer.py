@@ -4,18 +4,24 @@ The model is a Stable Audio pipeline whose DiT is a ~21 M-parameter ``StableAudi
 (4 layers, width 512) built from config with random weights, around the tiny test VAE and T5
 (so the DiT dominates, as in the real model). A rank-16 adapter on attention + time MLP is
 saved to a temporary folder and applied through :func:`lora_audio.generate` exactly as
-``lora-audio infer`` does. The three conditions are interleaved (order rotated every repeat)
-and each time is the pipeline call recorded in the sidecar (``seconds_taken``), so adapter
-loading is not counted; it is printed separately. A second, less noisy measurement times the
-denoiser forward alone (the only thing LoRA changes) over many interleaved repeats.
+``lora-audio infer`` does.
+
+The conditions run back to back in rounds (``timing.py``: order rotated every round, CPU
+time of the work as the main figure, wall clock beside it, ratios of medians with per-round
+quartiles). Each time is the pipeline call alone (``model.generate``), so adapter loading and
+fusing are not counted; they are printed separately. A second measurement times the denoiser
+forward alone (the only thing LoRA changes) over many rounds. Each part has a control that
+does the same work as ``base`` (``base again``; ``base copy``, a second identical model):
+its ratio to ``base`` shows how small a difference the run can resolve.
 Goal: fused within 2 % of base.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/infer.py [--repeats 3] [--steps 8]
+    .venv/bin/python benchmarks/infer.py [--threads 1] [--repeats 20] [--steps 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
 import tempfile
@@ -24,6 +30,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from timing import Clock, Times, format_ratio, median, new_times, rotated
 
 from lora_audio import adapters, generate
 from lora_audio.config import LoraSection
@@ -69,96 +76,113 @@ def make_adapter(model: StableAudioModel, folder: Path, rank: int) -> None:
     adapters.unload_adapters(model, ["default"])
 
 
-def time_denoiser(folder: Path, rank_seconds: float, repeats: int) -> dict[str, list[float]]:
-    """Denoiser forward only (what LoRA changes), many interleaved repeats: less noisy.
+def time_denoiser(folder: Path, seconds: float, repeats: int, clock: Clock) -> Times:
+    """Denoiser forward only (what LoRA changes), many interleaved rounds.
 
-    ``base`` is a model without LoRA layers; ``unfused``/``fused`` a second, identical model
-    with the adapter loaded through :mod:`lora_audio.adapters` (as generation does).
+    ``base`` and ``base copy`` are two identical models without LoRA layers (the control);
+    ``unfused``/``fused`` a third with the adapter loaded through :mod:`lora_audio.adapters`,
+    fused with :func:`lora_audio.adapters.fused` as generation does. Latents ``[2, C, T]``
+    (the CFG batch).
     """
-    plain, styled = build_model(), build_model()
+    plain, copy, styled = build_model(), build_model(), build_model()
     name = adapters.load_adapter(styled, folder)
     adapters.set_strengths(styled, {name: 1.0})
-    latents = torch.randn((2, *plain.latent_shape(rank_seconds)), generator=torch.Generator())
+    latents = torch.randn((2, *plain.latent_shape(seconds)), generator=torch.Generator())
     with torch.no_grad():
-        cond = plain.encode_prompt(["calm piano", "calm piano"], [rank_seconds] * 2)
+        cond = plain.encode_prompt(["calm piano", "calm piano"], [seconds] * 2)
     t = torch.full((2,), 0.5)
-    times: dict[str, list[float]] = {"base": [], "fused": [], "unfused": []}
-    names = list(times)
-    fused = False
+    models = {"base": plain, "base copy": copy, "fused": styled, "unfused": styled}
+    times, warm_up = new_times(list(models)), new_times(list(models))
     for r in range(repeats + 1):
-        for cond_name in names[r % 3 :] + names[: r % 3]:
-            model = plain if cond_name == "base" else styled
-            if cond_name != "base" and fused != (cond_name == "fused"):
-                (adapters.fuse_adapters if not fused else adapters.unfuse_adapters)(styled)
-                fused = not fused
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                model.predict(latents, t, cond)
-            if r:  # round 0 warms up
-                times[cond_name].append(time.perf_counter() - t0)
+        for cond_name in rotated(list(models), r):
+            scope = adapters.fused(styled) if cond_name == "fused" else contextlib.nullcontext()
+            with scope, torch.no_grad(), clock.measure((times if r else warm_up)[cond_name]):
+                models[cond_name].predict(latents, t, cond)
     return times
+
+
+def time_generation(
+    folder: Path, args: argparse.Namespace, clock: Clock
+) -> tuple[Times, list[float]]:
+    """Whole generations through :func:`lora_audio.generate`; returns times and load overheads.
+
+    Only the pipeline call is timed: ``model.generate`` is wrapped on the instance. ``base
+    again`` repeats ``base`` in each round: ``base again / base`` is the run's resolution.
+    """
+    model = build_model()
+    conditions = {
+        "base": {"adapters": ()},
+        "base again": {"adapters": ()},  # the control: same work as base
+        "fused": {"adapters": [(folder, 1.0)], "fuse": True},
+        "unfused": {"adapters": [(folder, 1.0)], "fuse": False},
+    }
+    times = new_times(list(conditions))
+    into: dict[str, list[float]] = {"cpu": [], "wall": []}
+    pipeline_call = model.generate
+
+    def timed_generate(*a: object, **kw: object) -> torch.Tensor:
+        with clock.measure(into):
+            return pipeline_call(*a, **kw)
+
+    model.generate = timed_generate
+    kw = {"seconds": args.seconds, "steps": args.steps, "guidance": 7.0}
+    for name in conditions:  # first-call costs
+        generate(model, "warm up", **kw, **conditions[name])
+    overhead = []
+    for r in range(args.repeats):
+        for name in rotated(list(conditions), r):
+            into = times[name]
+            t0 = time.perf_counter()
+            generate(model, "calm piano", seeds=[r], **kw, **conditions[name])
+            if conditions[name]["adapters"]:
+                overhead.append(time.perf_counter() - t0 - into["wall"][-1])
+    return times, overhead
+
+
+def report(times: Times, unit: float, label: str) -> None:
+    for name in times:
+        cpu, wall = unit * median(times, name), unit * median(times, name, "wall")
+        print(f"  {name:10s}  cpu {cpu:8.1f} {label}   wall {wall:8.1f} {label}")
+    for name in times:
+        if name != "base":
+            goal = "   goal <= 1.02" if name == "fused" else ""
+            print(f"  {name + ' / base':17s} {format_ratio(times, name, 'base')}{goal}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=20, help="rounds of whole generations")
+    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--forward-repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--forward-repeats", type=int, default=40)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
+    clock = Clock(args.threads)
 
     model = build_model()
     n_params = sum(p.numel() for p in model.denoiser.parameters())
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "style"
         make_adapter(model, folder, args.rank)
-        conditions = {
-            "base": {"adapters": ()},
-            "fused": {"adapters": [(folder, 1.0)], "fuse": True},
-            "unfused": {"adapters": [(folder, 1.0)], "fuse": False},
-        }
-        kw = {"seconds": args.seconds, "steps": args.steps, "guidance": 7.0}
-        generate(model, "warm up", **kw, **conditions["unfused"])  # first-call costs
-        times: dict[str, list[float]] = {name: [] for name in conditions}
-        overhead: list[float] = []
-        names = list(conditions)
-        for r in range(args.repeats):
-            order = names[r % 3 :] + names[: r % 3]
-            for name in order:
-                t0 = time.perf_counter()
-                (item,) = generate(model, "calm piano", seeds=[r], **kw, **conditions[name])
-                wall = time.perf_counter() - t0
-                times[name].append(item.meta["seconds_taken"])
-                if conditions[name]["adapters"]:
-                    overhead.append(wall - item.meta["seconds_taken"])
-        forward = time_denoiser(folder, args.seconds, args.forward_repeats)
+        gen, overhead = time_generation(folder, args, clock)
+        forward = time_denoiser(folder, args.seconds, args.forward_repeats, clock)
 
-    med = {name: statistics.median(v) for name, v in times.items()}
     print(
         f"DiT {n_params / 1e6:.1f} M parameters, LoRA rank {args.rank} on attention+time_mlp, "
-        f"{args.seconds:g} s audio, {args.steps} steps, CFG, {args.threads} threads, "
-        f"{args.repeats} interleaved repeats (median)"
+        f"{args.seconds:g} s audio, {args.steps} steps, CFG, {args.threads} thread(s)"
     )
-    for name in names:
-        spread = f"{min(times[name]):.3f}-{max(times[name]):.3f}"
-        print(f"  {name:8s} {med[name]:.3f} s per item  (range {spread})")
-    print(f"  fused   / base = {med['fused'] / med['base']:.3f}   (goal <= 1.02)")
-    print(f"  unfused / base = {med['unfused'] / med['base']:.3f}")
+    print(f"generation (pipeline call), {args.repeats} interleaved rounds, medians:")
+    report(gen, 1.0, "s")
     print(
-        f"  per-call adapter load+unload (+fuse) outside the pipeline: "
-        f"{statistics.median(overhead):.3f} s median"
+        f"  adapter load+unload (+fuse) per call, outside the pipeline: "
+        f"{statistics.median(overhead):.3f} s wall median"
     )
-    fmed = {name: statistics.median(v) for name, v in forward.items()}
-    print(f"denoiser forward only (CFG batch 2), {args.forward_repeats} interleaved repeats:")
-    for name in names:
-        print(f"  {name:8s} {1000 * fmed[name]:.1f} ms")
-    print(f"  fused   / base = {fmed['fused'] / fmed['base']:.3f}   (goal <= 1.02)")
-    print(f"  unfused / base = {fmed['unfused'] / fmed['base']:.3f}")
+    print(f"denoiser forward only (CFG batch 2), {args.forward_repeats} interleaved rounds:")
+    report(forward, 1000.0, "ms")
 
 
 if __name__ == "__main__":

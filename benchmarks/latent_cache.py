@@ -1,34 +1,48 @@
 """Training steps per second from the latent cache vs encoding audio on the fly; encode speed.
 
-    .venv/bin/python benchmarks/latent_cache.py [--steps 20] [--segments 16] [--batch 4]
+    .venv/bin/python benchmarks/latent_cache.py [--steps 6] [--rounds 3] [--batch 4]
 
-For two models, the tiny Stable Audio test model and a ~20 M-parameter Stable Audio pipeline
-built from config here (bigger DiT and Oobleck VAE at 16 kHz, random weights), it
+Three Stable Audio pipelines built from config with random weights:
+
+* ``tiny``: the tiny test model's widths (2-layer DiT of width 16, 1-layer T5) with Stable
+  Audio Open's audio format: 44.1 kHz stereo, Oobleck VAE with its strides (hop 2048, 21.5
+  latent frames/s) at 1/16 of its widths, 10 s segments;
+* ``~20 M``: 8-layer DiT of width 256, Oobleck VAE at 16 kHz (hop 256, 32 latent channels),
+  2-layer T5, 4 s segments (the DiT's longest);
+* ``test model``: ``tiny:stable-audio`` as the tests use it (256 Hz, 2 s segments: 512
+  samples, so the VAE has next to nothing to encode). It shows how the speed-up depends on
+  what encoding costs next to a training step.
+
+For each it
 
 1. writes ``--segments`` noise segments and encodes them with :func:`build_cache`
    (encode throughput, x realtime);
-2. runs the same LoRA training steps (same batches, same seeds) two ways, side by side:
-   ``cached`` reads latents + conditioning from the cache (:mod:`lora_audio.data`);
-   ``on the fly`` decodes the segment files, runs the VAE and the text encoder each step;
-3. prints steps/s of each and the ratio (goal >= 3x).
+2. runs LoRA training steps two ways, interleaved (``timing.py``: rounds, order rotated, CPU
+   time as the main figure, wall beside it): ``cached`` reads latents + conditioning from the
+   cache (:func:`lora_audio.data.make_loader`); ``on the fly`` decodes the segment files,
+   resamples, runs the VAE and the text encoder each step;
+3. prints the median time per step of each, split into getting the batch and the step
+   itself, and the speed-up (goal >= 3x).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
-import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
+from timing import Clock, format_ratio, median, new_times, rotated
 
 from lora_audio import adapters
 from lora_audio.config import LoraSection, load_config
 from lora_audio.data import make_loader
 from lora_audio.models import load_model
-from lora_audio.testing import t5_tokenizer, tiny_model_dir
+from lora_audio.testing import build_tiny_stable_audio, t5_tokenizer, tiny_model_dir
 from preprocessing.latent_cache import (
     WorkItem,
     build_cache,
@@ -104,6 +118,28 @@ def build_medium_stable_audio():
     )
 
 
+def build_tiny_stable_audio_44k():
+    """The tiny test model's DiT and T5 with Stable Audio Open's audio format: 44.1 kHz stereo,
+    Oobleck strides 2, 4, 4, 8, 8 (hop 2048) at 1/16 of its widths (8 ... 128), 4 latent channels.
+    """
+    from diffusers import AutoencoderOobleck, StableAudioDiTModel
+
+    pipe = build_tiny_stable_audio()
+    torch.manual_seed(0)
+    transformer = StableAudioDiTModel(**{**pipe.transformer.config, "sample_size": 256})
+    vae = AutoencoderOobleck(
+        encoder_hidden_size=8,  # mean + scale of 4 latent channels; real: 128 (64 channels)
+        downsampling_ratios=[2, 4, 4, 8, 8],
+        channel_multiples=[1, 2, 4, 8, 16],
+        decoder_channels=8,
+        decoder_input_channels=4,
+        audio_channels=2,
+        sampling_rate=44100,
+    )
+    pipe.register_modules(transformer=transformer, vae=vae)
+    return pipe
+
+
 def n_params(model) -> int:
     return sum(
         p.numel()
@@ -140,23 +176,12 @@ def write_segments(folder: Path, n: int, seconds: float, sr: int) -> Path:
     return write_manifest(folder / "manifest.jsonl", rows)
 
 
-def train_steps(model, batches, steps: int, seed: int) -> float:
-    """Run ``steps`` LoRA steps drawing ``(latents, cond, mask)`` from ``batches()``; seconds."""
-    params = [p for p in model.denoiser.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    g = torch.Generator().manual_seed(seed)
-    model.denoiser.train()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        latents, cond, mask = batches()
-        loss = model.training_loss(latents, cond, mask=mask, generator=g)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return time.perf_counter() - t0
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]
 
 
-def bench(name: str, model_dir: Path, seconds: float, args: argparse.Namespace) -> None:
+def bench(
+    name: str, model_dir: Path, seconds: float, args: argparse.Namespace, clock: Clock
+) -> None:
     model = load_model("stable-audio", model_dir)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = write_segments(Path(tmp), args.segments, seconds, model.sample_rate)
@@ -172,11 +197,13 @@ def bench(name: str, model_dir: Path, seconds: float, args: argparse.Namespace) 
         summary = build_cache(cfg, model, progress=False)
         items: list[WorkItem] = plan(read_manifest(manifest), cfg.data, {})[0]
         adapters.inject_lora(model, LoraSection(rank=8, alpha=16, dropout=0.0))
+        opt = torch.optim.AdamW([p for p in model.denoiser.parameters() if p.requires_grad])
+        noise = torch.Generator().manual_seed(0)
 
         loader = make_loader(summary.folder, "train", batch_size=args.batch, seed=0)
         it = iter(loader)
 
-        def cached():
+        def cached() -> Batch:
             nonlocal it
             try:
                 b = next(it)
@@ -187,11 +214,12 @@ def bench(name: str, model_dir: Path, seconds: float, args: argparse.Namespace) 
 
         pos = 0
 
-        def on_the_fly():
+        def on_the_fly() -> Batch:
             nonlocal pos
             chosen = [items[(pos + i) % len(items)] for i in range(args.batch)]
             pos += args.batch
-            audio = [prepare_audio(c, model.sample_rate, 2, seconds)[0] for c in chosen]
+            channels = model.audio_channels
+            audio = [prepare_audio(c, model.sample_rate, channels, seconds)[0] for c in chosen]
             latents, cond = encode_batch(
                 model,
                 torch.from_numpy(np.stack(audio)),
@@ -200,41 +228,70 @@ def bench(name: str, model_dir: Path, seconds: float, args: argparse.Namespace) 
             )
             return latents, cond, None
 
-        train_steps(model, cached, 2, 0)  # warm-up both paths
-        train_steps(model, on_the_fly, 2, 0)
-        t_fly = t_cached = 0.0
-        for r in range(args.rounds):  # interleaved, so both see the same machine load
-            t_cached += train_steps(model, cached, args.steps, r)
-            t_fly += train_steps(model, on_the_fly, args.steps, r)
+        sources = {"cached": cached, "on the fly": on_the_fly}
+        total, data = new_times(list(sources)), new_times(list(sources))
+        warm_total, warm_data = new_times(list(sources)), new_times(list(sources))
+        model.denoiser.train()
+        for r in range(args.rounds + 1):  # round 0 warms up
+            for source in rotated(list(sources), r):
+                for _ in range(args.steps):
+                    with clock.measure((total if r else warm_total)[source]):
+                        with clock.measure((data if r else warm_data)[source]):
+                            latents, cond, mask = sources[source]()
+                        loss = model.training_loss(latents, cond, mask=mask, generator=noise)
+                        loss.backward()
+                        opt.step()
+                        opt.zero_grad(set_to_none=True)
+
         n = args.steps * args.rounds
         print(
-            f"{name}: {n_params(model) / 1e6:.1f} M params, {args.segments} x {seconds:g} s, "
-            f"batch {args.batch}, {n} steps each"
+            f"{name}: {n_params(model) / 1e6:.2f} M params, {model.sample_rate} Hz "
+            f"x {model.audio_channels} ch, {args.segments} x {seconds:g} s segments, "
+            f"batch {args.batch}, {n} steps each, {args.threads} thread(s)"
         )
         print(
             f"  encode: {summary.seconds_new:.0f} s of audio in {summary.encode_s:.2f} s "
             f"= {summary.realtime:.1f}x realtime ({summary.cache_bytes / 1e6:.2f} MB cache)"
         )
-        print(
-            f"  train steps/s: cached {n / t_cached:.2f}, on the fly {n / t_fly:.2f} "
-            f"-> cached is {t_fly / t_cached:.1f}x faster"
-        )
+        for source in sources:
+            step_ms = 1e3 * median(total, source)
+            batch_ms = 1e3 * median(data, source)
+            print(
+                f"  {source:10s} {step_ms:8.1f} ms/step cpu ({batch_ms:7.1f} getting the batch)"
+                f" = {1e3 / step_ms:6.2f} steps/s;  wall {1e3 * median(total, source, 'wall'):8.1f} ms"
+            )
+        print(f"  cached speed-up: {format_ratio(total, 'on the fly', 'cached')}   goal >= 3")
+
+
+MODELS = {
+    "tiny": ("tiny stable-audio at 44.1 kHz stereo", build_tiny_stable_audio_44k, 10.0),
+    "medium": ("~20 M stable-audio", build_medium_stable_audio, 4.0),
+    "test": ("tiny:stable-audio test model", None, 2.0),
+}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=6, help="steps of each source per round")
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--segments", type=int, default=16)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--models", default="tiny,medium,test", help=f"of {', '.join(MODELS)}")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    clock = Clock(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        bench("tiny stable-audio", tiny_model_dir("stable-audio", Path(tmp)), 2.0, args)
-        folder = Path(tmp) / "medium"
-        build_medium_stable_audio().save_pretrained(str(folder))
-        bench("~20M stable-audio", folder, 4.0, args)
+        for key in args.models.split(","):
+            title, builder, seconds = MODELS[key]
+            if builder is None:
+                folder = tiny_model_dir("stable-audio", Path(tmp))
+            else:
+                folder = Path(tmp) / key
+                builder().save_pretrained(str(folder))
+            bench(title, folder, seconds, args, clock)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,14 @@ lora-audio and in any diffusers/PEFT loader. Only safetensors and JSON are ever 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,10 @@ def add_lora(
     """Put a trainable LoRA adapter on the named modules of ``denoiser``; freeze the rest.
 
     ``denoiser`` must carry ``PeftAdapterMixin`` (see ``with_peft_mixin``). This is the single
-    place adapters are created, so a cheaper dropout placement can be swapped in here later.
-    Logs the trainable-parameter count and percentage.
+    place adapters are created. The layers add their update in one GEMM
+    (:func:`add_update_in_one_gemm`) and, with ``dropout_placement: rank``, drop out the rank-r
+    activation (:func:`move_dropout_to_rank`); both keep LoRA steps close to the frozen base's
+    cost. Logs the trainable-parameter count and percentage.
     """
     from peft import LoraConfig
 
@@ -127,6 +130,7 @@ def add_lora(
     )
     denoiser.requires_grad_(False)
     denoiser.add_adapter(config, adapter_name=adapter_name)
+    add_update_in_one_gemm(denoiser, adapter_name)
     if lora.dropout > 0 and getattr(lora, "dropout_placement", "input") == "rank":
         move_dropout_to_rank(denoiser, adapter_name, lora.dropout)
     for pname, p in denoiser.named_parameters():
@@ -162,6 +166,77 @@ def move_dropout_to_rank(denoiser: nn.Module, adapter_name: str, p: float) -> in
         if isinstance(m, LoraLayer) and adapter_name in m.lora_dropout:
             m.lora_dropout[adapter_name] = nn.Identity()
             m.lora_A[adapter_name].register_forward_hook(drop_rank)
+            changed += 1
+    return changed
+
+
+class _AddmmLora:
+    """PEFT LoRA variant: plain LoRA whose update is added by the GEMM that computes it.
+
+    PEFT computes ``result + B(A(x)) * scaling``: the product ``[..., out]`` lands in a new
+    tensor, one pass scales it and another adds it to the base output, and backward scales the
+    gradient in a third pass. ``torch.addmm(result, A(x), B^T, alpha=scaling)`` does it in one
+    GEMM, so a LoRA training step costs close to the frozen base's forward + backward.
+    Parameters, files, merging and results (up to float rounding) are those of plain LoRA.
+    """
+
+    @staticmethod
+    def init(module: nn.Module, adapter_name: str, **kwargs: Any) -> None:
+        pass
+
+    @staticmethod
+    def merge_safe(module: Any, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+        return orig_weight + module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def merge_unsafe(module: Any, active_adapter: str, orig_weight: torch.Tensor) -> None:
+        orig_weight.data += module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def unmerge(module: Any, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+        return orig_weight.data - module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def supports_lora_conversion() -> bool:
+        return True
+
+    @staticmethod
+    def forward(
+        module: Any, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        """``result [..., out]`` (the base layer's output) plus the update of ``x [..., in]``."""
+        lora_b = module.lora_B[active_adapter]
+        h = module.lora_A[active_adapter](module.lora_dropout[active_adapter](x))  # [..., r]
+        scaling = module.scaling[active_adapter]
+        if h.dtype != result.dtype or lora_b.bias is not None:  # what PEFT itself does
+            return result + lora_b(h) * scaling
+        out = torch.addmm(
+            result.reshape(-1, result.shape[-1]),
+            h.reshape(-1, h.shape[-1]),
+            lora_b.weight.t(),
+            alpha=scaling,
+        )
+        return out.view(result.shape)
+
+
+def add_update_in_one_gemm(denoiser: nn.Module, adapter_name: str) -> int:
+    """Make the adapter's Linear LoRA layers add their update with one GEMM (:class:`_AddmmLora`).
+
+    Leaves alone layers that already use a PEFT variant (DoRA) and PEFT versions without
+    variants. Returns the number of layers changed.
+    """
+    from peft.tuners.lora import Linear
+
+    changed = 0
+    for m in denoiser.modules():
+        variants = getattr(m, "lora_variant", None)
+        if (
+            isinstance(m, Linear)
+            and variants is not None
+            and adapter_name in m.lora_A
+            and adapter_name not in variants
+        ):
+            variants[adapter_name] = _AddmmLora()
             changed += 1
     return changed
 
@@ -408,6 +483,7 @@ def load_adapter(
     model.denoiser.load_lora_adapter(
         prefixed, prefix=info.denoiser_prefix, adapter_name=name, metadata=peft_meta
     )
+    add_update_in_one_gemm(model.denoiser, name)
     loaded = {n for n, m in _lora_layers(model.denoiser) if name in m.lora_A}
     if loaded != set(info.target_modules):
         raise AdapterError(
@@ -463,6 +539,55 @@ def fuse_adapters(model: AudioModel) -> None:
 def unfuse_adapters(model: AudioModel) -> None:
     """Undo :func:`fuse_adapters`."""
     model.denoiser.unfuse_lora()
+
+
+@contextlib.contextmanager
+def fused(model: AudioModel) -> Iterator[None]:
+    """Run with the active adapters merged into the base weights and no LoRA layer in the way.
+
+    Inside, the denoiser computes exactly what the base model with merged weights computes:
+    :func:`fuse_adapters` merges, then :func:`bypass_lora_layers` takes PEFT's wrappers out of
+    the forward path, so generation costs what the base model costs. On exit the wrappers go
+    back and the base weights are restored bit-exactly from a copy (subtracting the update
+    again, PEFT's unmerge, leaves rounding error that adds up over calls in half precision
+    and changes in-memory fingerprints). Costs one copy of the adapted layers' weights.
+    """
+    saved = {
+        name: m.base_layer.weight.detach().to("cpu", copy=True)
+        for name, m in _lora_layers(model.denoiser)
+    }
+    try:
+        fuse_adapters(model)
+        with bypass_lora_layers(model):
+            yield
+    finally:
+        unfuse_adapters(model)
+        with torch.no_grad():
+            for name, m in _lora_layers(model.denoiser):
+                if name in saved:
+                    m.base_layer.weight.copy_(saved[name])
+
+
+@contextlib.contextmanager
+def bypass_lora_layers(model: AudioModel) -> Iterator[None]:
+    """Swap every PEFT LoRA wrapper of the denoiser for its base layer; swap them back on exit.
+
+    Only correct when no unmerged adapter should act (adapters fused or disabled): the
+    wrapper's per-call Python dispatch and adapter checks then cost time for nothing. The
+    same module objects are put back, so parameters, optimizer state and hooks are untouched.
+    """
+    denoiser = model.denoiser
+    swapped = []
+    for name, m in list(_lora_layers(denoiser)):
+        parent_name, _, child = name.rpartition(".")
+        parent = denoiser.get_submodule(parent_name)
+        setattr(parent, child, m.base_layer)
+        swapped.append((parent, child, m))
+    try:
+        yield
+    finally:
+        for parent, child, m in reversed(swapped):
+            setattr(parent, child, m)
 
 
 def unload_adapters(model: AudioModel, names: Sequence[str]) -> None:

@@ -314,16 +314,12 @@ def run_plan(
                     except lora.AdapterError as exc:
                         raise GenerationError(str(exc)) from None
         for system in plan.systems:
-            saved = _activate(model, system, names, plan.fuse)
-            try:
+            with _activated(model, system, names, plan.fuse):
                 jobs = [(p, s) for p in range(len(plan.prompts)) for s in plan.seeds]
                 for start in range(0, len(jobs), batch):
                     yield from _generate_batch(
                         model, plan, system, jobs[start : start + batch], summary, on_step
                     )
-            finally:
-                if saved is not None:
-                    _unfuse_exactly(model, saved)
 
 
 def generate(
@@ -379,57 +375,32 @@ def load_model_section(section: Any, device: str = "cpu") -> Any:
     )
 
 
-def _activate(
-    model: Any, system: System, names: dict[str, str], fuse: bool
-) -> dict[str, Any] | None:
-    """Make exactly ``system``'s adapters active at their strengths (none: the base model).
+@contextlib.contextmanager
+def _activated(model: Any, system: System, names: dict[str, str], fuse: bool) -> Iterator[None]:
+    """Run with exactly ``system``'s adapters active at their strengths (none: the base model).
 
-    With ``fuse`` the adapters are merged into the weights; returns the saved base weights
-    for :func:`_unfuse_exactly` (``None`` when nothing was fused).
+    The base system and fused adapters run without PEFT's LoRA layers in the forward path
+    (:func:`~lora_audio.adapters.bypass_lora_layers`), so they cost what the base model costs;
+    everything is put back on exit.
     """
     from lora_audio import adapters as lora
 
     denoiser = model.denoiser
-    loaded = bool(getattr(denoiser, "peft_config", None))
+    if not getattr(denoiser, "peft_config", None):
+        yield
+        return
     if not system.adapters:
-        if loaded:
-            denoiser.disable_adapters()
-        return None
+        denoiser.disable_adapters()
+        with lora.bypass_lora_layers(model):
+            yield
+        return
     denoiser.enable_adapters()
     lora.set_strengths(model, {names[r.path]: r.scale for r in system.adapters})
     if not fuse:
-        return None
-    saved = {
-        name: m.base_layer.weight.detach().to("cpu", copy=True)
-        for name, m in _lora_layers(denoiser)
-    }
-    lora.fuse_adapters(model)
-    return saved
-
-
-def _unfuse_exactly(model: Any, saved: dict[str, Any]) -> None:
-    """Undo a fuse bit-exactly: unmerge, then put the saved base weights back.
-
-    Subtracting the update again (PEFT's unmerge) leaves rounding error in the base weights,
-    which adds up over calls in half precision and changes in-memory fingerprints.
-    """
-    import torch
-
-    from lora_audio import adapters as lora
-
-    lora.unfuse_adapters(model)
-    with torch.no_grad():
-        for name, m in _lora_layers(model.denoiser):
-            if name in saved:
-                m.base_layer.weight.copy_(saved[name])
-
-
-def _lora_layers(denoiser: Any) -> Iterator[tuple[str, Any]]:
-    from peft.tuners.lora import LoraLayer
-
-    for name, m in denoiser.named_modules():
-        if isinstance(m, LoraLayer):
-            yield name, m
+        yield
+        return
+    with lora.fused(model):
+        yield
 
 
 def _generate_batch(

@@ -153,6 +153,32 @@ def test_fused_equals_unfused(model, setup) -> None:
         _close(y.audio, x.audio, 1e-3)
 
 
+def test_fused_and_base_systems_run_without_lora_layers(sa_model, sa) -> None:
+    """Fused adapters and the base system run no PEFT wrapper (cost what the base costs)."""
+    from peft.tuners.lora import LoraLayer
+
+    a, _ = sa
+    seen: dict[bool, list[int]] = {}
+    for fuse in (True, False):
+        counts = seen.setdefault(fuse, [])
+        lora_audio.generate(
+            sa_model,
+            "calm piano",
+            [(a, 1.0)],
+            compare=True,
+            fuse=fuse,
+            on_step=lambda _step, _total, counts=counts: counts.append(
+                sum(isinstance(m, LoraLayer) for m in sa_model.denoiser.modules())
+            ),
+            **FAST,
+        )
+    # compare runs base then styleA: FAST["steps"] callbacks each
+    steps = FAST["steps"]
+    assert seen[True] == [0] * (2 * steps)
+    assert seen[False][:steps] == [0] * steps and min(seen[False][steps:]) > 0
+    assert not any(isinstance(m, LoraLayer) for m in sa_model.denoiser.modules())
+
+
 def test_two_adapters_together_match_their_exact_merge(sa_model, sa, tmp_path: Path) -> None:
     model, (a, b) = sa_model, sa
     both = lora_audio.generate(model, "calm piano", [(a, 0.6), (b, 0.4)], seeds=[1], **FAST)[0]

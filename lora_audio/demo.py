@@ -373,10 +373,16 @@ def run_lora_audio(argv: list[str], what: str) -> None:
     """Run one ``lora-audio`` command in-process; raise :class:`DemoError` when it fails."""
     from lora_audio.cli import main
 
-    print("      $ lora-audio " + " ".join(_shell_word(a) for a in argv), flush=True)
+    print("      $ lora-audio " + " ".join(_shell_word(_short(a)) for a in argv), flush=True)
     code = main(argv)
     if code != 0:
         raise DemoError(f"{what} (`lora-audio {argv[0]}` exited with {code}); see the log above")
+
+
+def _short(word: str) -> str:
+    """An absolute path inside the working folder, shown relative to it."""
+    cwd = os.getcwd() + os.sep
+    return word.replace(cwd, "") if cwd in word else word
 
 
 def _shell_word(word: str) -> str:

@@ -34,7 +34,8 @@ from lora_audio.models.base import ModelLoadError
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The base-model arguments of the commands that generate (infer, studio)."""
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -44,6 +45,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="run config YAML (model.family, model.path)")
     parser.add_argument("--family", help="model family (overrides model.family)")
     parser.add_argument("--model", help="pipeline folder, hub id or tiny:<family> (model.path)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
+
+
+def load_run_config(args: argparse.Namespace):
+    """The run config of :func:`add_model_arguments`: ``--config`` + overrides."""
+    overrides = list(args.overrides)
+    if args.family:
+        overrides.append(f"model.family={args.family}")
+    if args.model:
+        overrides.append(f"model.path={args.model}")
+    return load_config(args.config, overrides)
+
+
+def load_generation_model(cfg, device: str):
+    """Load ``cfg.model`` on ``device`` (``auto``: CUDA when present) for generation."""
+    t0 = time.perf_counter()
+    _quiet_loading_bars()
+    model = load_model_section(cfg.model, device=_device(device))
+    log.info("loaded %s %s in %.1f s", cfg.model.family, cfg.model.path, time.perf_counter() - t0)
+    return model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
     parser.add_argument(
         "--lora",
         action="append",
@@ -76,7 +101,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=4, help="items per pipeline call where the family allows"
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument(
         "--allow-base-mismatch",
         action="store_true",
@@ -145,22 +169,13 @@ def _device(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.family:
-        overrides.append(f"model.family={args.family}")
-    if args.model:
-        overrides.append(f"model.path={args.model}")
     out = Path(args.output)
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_run_config(args)
         plan = build_plan(args, cfg.model.family)
         check_outputs(out, plan, args.format, args.overwrite)
         t0 = time.perf_counter()
-        _quiet_loading_bars()
-        model = load_model_section(cfg.model, device=_device(args.device))
-        log.info(
-            "loaded %s %s in %.1f s", cfg.model.family, cfg.model.path, time.perf_counter() - t0
-        )
+        model = load_generation_model(cfg, args.device)
         index = _run_with_progress(model, plan, out, args)
     except (ConfigError, GenerationError, ModelLoadError, adapters.AdapterError) as exc:
         log.error("%s", exc)

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 
 from lora_audio import adapters
-from lora_audio.config import ConfigError, load_config
+from lora_audio.config import ConfigError
 from lora_audio.generation import (
     MAX_SCALE,
     GenerationError,
-    load_model_section,
     resolve_adapter,
 )
-from lora_audio.infer import _device, _quiet_loading_bars
+from lora_audio.infer import add_model_arguments, load_generation_model, load_run_config
 from lora_audio.models.base import ModelLoadError
 from lora_audio.studio import StudioError
 from lora_audio.studio.jobs import DEFAULT_MAX_QUEUE, DEFAULT_MAX_SECONDS, Studio
@@ -29,15 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="config overrides, e.g. model.dtype=float16",
-    )
-    parser.add_argument("--config", help="run config YAML (model.family, model.path)")
-    parser.add_argument("--family", help="model family (overrides model.family)")
-    parser.add_argument("--model", help="pipeline folder, hub id or tiny:<family> (model.path)")
+    add_model_arguments(parser)
     parser.add_argument(
         "--lora",
         action="append",
@@ -68,7 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_QUEUE,
         help=f"most jobs waiting behind the running one (default {DEFAULT_MAX_QUEUE})",
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument(
         "--allow-base-mismatch",
         action="store_true",
@@ -79,22 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lora_audio.studio.app import bind, create_app, is_loopback, make_server
 
-    overrides = list(args.overrides)
-    if args.family:
-        overrides.append(f"model.family={args.family}")
-    if args.model:
-        overrides.append(f"model.path={args.model}")
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_run_config(args)
         specs = [adapters.parse_adapter_spec(s) for s in args.lora]
         for path, scale in specs:  # before the model loads
             resolve_adapter(path, scale, cfg.model.family)
-        t0 = time.perf_counter()
-        _quiet_loading_bars()
-        model = load_model_section(cfg.model, device=_device(args.device))
-        log.info(
-            "loaded %s %s in %.1f s", cfg.model.family, cfg.model.path, time.perf_counter() - t0
-        )
+        model = load_generation_model(cfg, args.device)
         studio = Studio(
             model,
             specs,

@@ -328,7 +328,27 @@ def generate_pair(
     guidance: float = 1.0,
     first_seed: int = 0,
 ) -> None:
-    """``lora-audio infer --compare``: ``out/base/`` and ``out/<adapter>/``, same seeds."""
+    """``lora-audio infer --compare``: ``out/base/`` and ``out/<adapter>/``, same seeds.
+
+    A complete earlier result for the same adapter file, prompts, seeds and settings is reused.
+    """
+    from lora_audio.files import sha256_file
+
+    seeds = list(range(first_seed, first_seed + clips))
+    settings = {"seconds": seconds, "steps": denoise_steps, "guidance": guidance}
+    try:
+        done = json.loads((out / "index.json").read_text())
+        weights = sha256_file(adapter / "pytorch_lora_weights.safetensors")
+        if (
+            done.get("complete")
+            and (done["prompts"], done["seeds"]) == (prompts, seeds)
+            and all(done["settings"][k] == v for k, v in settings.items())
+            and [a["sha256"] for x in done["systems"] for a in x["adapters"]] == [weights]
+        ):
+            print(f"      {out} already holds these clips; delete it to generate again")
+            return
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     argv = ["infer", "--config", str(config), "--lora", str(adapter), "--compare"]
     for prompt in prompts:
         argv += ["--prompt", prompt]

@@ -51,4 +51,4 @@ def test_demo_runs_the_whole_path(tmp_path):
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert "up to date" in second.stdout and "0 written" in second.stdout
-    assert "is already trained" in second.stdout
+    assert "is already trained" in second.stdout and "already holds these clips" in second.stdout

@@ -135,6 +135,9 @@ class TrainSection:
     #: no | bf16 | fp16 (autocast; the LoRA weights stay float32)
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
+    #: with gradient checkpointing: keep the activations of every N-th block instead of
+    #: recomputing them (0 = recompute all; 2 = half: less memory saved, less time added)
+    checkpoint_keep_every: int = 0
     #: auto (CUDA when present) | cpu | cuda
     device: str = "auto"
     #: validate every N steps (and once at step 0, the untrained baseline)
@@ -315,6 +318,11 @@ def validate_train(train: TrainSection) -> None:
         raise ConfigError(f"train.betas: must be two numbers in [0, 1), got {train.betas}")
     if train.eps <= 0:
         raise ConfigError(f"train.eps: must be > 0, got {train.eps}")
+    if train.checkpoint_keep_every < 0 or train.checkpoint_keep_every == 1:
+        raise ConfigError(
+            f"train.checkpoint_keep_every: must be 0 (recompute every block) or >= 2, "
+            f"got {train.checkpoint_keep_every}"
+        )
     if train.max_grad_norm < 0:
         raise ConfigError(f"train.max_grad_norm: must be >= 0 (0 = off), got {train.max_grad_norm}")
     if train.min_delta < 0:

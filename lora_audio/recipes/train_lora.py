@@ -54,6 +54,7 @@ from lora_audio.training.checkpoint import (
 )
 from lora_audio.training.early_stopping import EarlyStopping
 from lora_audio.training.logger import MetricLogger
+from lora_audio.training.recompute import RecomputeBlocks
 from lora_audio.training.schedule import lr_at, set_lr
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class LoRATrainingRecipe:
                     f"train.gradient_checkpointing: the {self.model.family} denoiser does not "
                     "support it; set it to false"
                 )
-            denoiser.enable_gradient_checkpointing()
+            denoiser.enable_gradient_checkpointing(RecomputeBlocks(tc.checkpoint_keep_every))
 
         # data: encode what the cache lacks, then datasets over it
         from lora_audio.data import LatentDataset, collate

@@ -155,3 +155,37 @@ def test_train_section_rejects_bad_values() -> None:
         load_config(None, ["lora.dropout_placement=output"])
     with pytest.raises(ConfigError, match=r"train\.sample_prompts"):
         load_config(None, ["train.sample_every=2"])
+
+
+def test_recompute_blocks_keeps_every_nth_block_and_changes_no_gradient():
+    from lora_audio.training.recompute import RecomputeBlocks
+
+    torch.manual_seed(0)
+    blocks = [torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Tanh()) for _ in range(4)]
+    x = torch.randn(8, 16)
+
+    def run(fn):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            h = x
+            for b in blocks:
+                h = fn(b, h) if fn else b(h)
+        grads = torch.autograd.grad(h.square().sum(), [p for b in blocks for p in b.parameters()])
+        return len(saved), grads
+
+    n_plain, g_plain = run(None)
+    n_all, g_all = run(RecomputeBlocks(0))
+    n_half, g_half = run(RecomputeBlocks(2))
+    assert n_all < n_half < n_plain
+    for a, b, c in zip(g_plain, g_all, g_half, strict=True):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c)
+    with pytest.raises(ValueError, match="0 or >= 2"):
+        RecomputeBlocks(1)
+
+
+def test_checkpoint_keep_every_one_is_refused():
+    config = Path(__file__).resolve().parents[3] / "configs" / "tiny" / "demo.yaml"
+    assert load_config(config, ["train.checkpoint_keep_every=2"]).train.checkpoint_keep_every == 2
+    with pytest.raises(ConfigError, match="checkpoint_keep_every"):
+        load_config(config, ["train.checkpoint_keep_every=1"])

@@ -145,41 +145,44 @@ class Answer:
     source: str = ""
 
 
-def load_key(path: str | Path) -> dict[str, Any]:
-    """Read and check ``key.json``."""
+def _load_document(
+    path: str | Path, fmt: str, missing: str, unreadable: str, wrong: str
+) -> dict[str, Any]:
+    """Read a JSON document of format ``fmt``; each failure is one ``ListenError`` line
+    ``"{path}: <message>"`` (``unreadable`` may use ``{e}``, the parser's error)."""
     path = Path(path)
     try:
-        key = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ListenError(
-            f"{path}: key not found; pass the key.json written by `listen build`"
-        ) from None
+        raise ListenError(f"{path}: {missing}") from None
     except (OSError, ValueError) as e:
-        raise ListenError(f"{path}: not a readable JSON key ({e}); rebuild the test") from e
-    if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
-        raise ListenError(f"{path}: not a listening-test key; pass test/key.json")
-    return key
+        raise ListenError(f"{path}: {unreadable.format(e=e)}") from e
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise ListenError(f"{path}: {wrong}")
+    return doc
+
+
+def load_key(path: str | Path) -> dict[str, Any]:
+    """Read and check ``key.json``."""
+    return _load_document(
+        path,
+        KEY_FORMAT,
+        "key not found; pass the key.json written by `listen build`",
+        "not a readable JSON key ({e}); rebuild the test",
+        "not a listening-test key; pass test/key.json",
+    )
 
 
 def load_scores(path: str | Path) -> dict[str, Any]:
     """Read and check a ``scores.json`` written by ``lora-audio listen score``."""
-    path = Path(path)
-    try:
-        scores = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ListenError(
-            f"{path}: not found; pass the scores.json written by `lora-audio listen score`"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise ListenError(
-            f"{path}: not readable JSON ({e}); run `lora-audio listen score` again"
-        ) from e
-    if not isinstance(scores, dict) or scores.get("format") != SCORES_FORMAT:
-        raise ListenError(
-            f"{path}: not a listening-test scores file; pass the scores.json written by "
-            "`lora-audio listen score`"
-        )
-    return scores
+    return _load_document(
+        path,
+        SCORES_FORMAT,
+        "not found; pass the scores.json written by `lora-audio listen score`",
+        "not readable JSON ({e}); run `lora-audio listen score` again",
+        "not a listening-test scores file; pass the scores.json written by "
+        "`lora-audio listen score`",
+    )
 
 
 def _parse_score(value: Any) -> int | None:

@@ -131,7 +131,9 @@ def base_reference(args: argparse.Namespace, out: Path) -> Path | None:
 def ceiling_sets(args: argparse.Namespace, rows: list, segments: Path, out: Path) -> dict:
     """What the metrics say for target audio itself: ``--clips`` training segments as they
     are (``real``: other recordings of the target style) and after the base model's own
-    autoencoder (``decoded``: what a generator with perfect latents would give)."""
+    autoencoder (``decoded``: what a generator with perfect latents would give — the
+    posterior mean, as the latent cache encodes, cut to the segment's length as generated
+    clips are)."""
     import numpy as np
     import torch
 
@@ -147,10 +149,8 @@ def ceiling_sets(args: argparse.Namespace, rows: list, segments: Path, out: Path
         x, sr = load_audio(segments / train[i].path)
         write_audio(real / f"{i:04d}.wav", x, sr)
         with torch.no_grad():
-            latents = model.encode_audio(
-                torch.from_numpy(x)[None], torch.Generator().manual_seed(0)
-            )
-            y = model.decode_latents(latents)[0].float().numpy()
+            latents = model.encode_audio(torch.from_numpy(x)[None])
+            y = model.decode_latents(latents)[0].float().numpy()[:, : x.shape[-1]]
         write_audio(decoded / f"{i:04d}.wav", y, model.sample_rate)
     return {"real": real, "decoded": decoded}
 

@@ -122,6 +122,10 @@ class TrainSection:
     batch_size: int = 4
     #: micro-batches per optimizer step
     grad_accum: int = 1
+    #: probability that a training item's caption is replaced by the family's unconditional
+    #: (no-prompt) conditioning, so the adapter also learns the branch classifier-free
+    #: guidance subtracts; 0 = always the caption (then generate with guidance 1)
+    caption_dropout: float = 0.0
     #: AdamW
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -318,6 +322,10 @@ def validate_train(train: TrainSection) -> None:
         raise ConfigError(f"train.betas: must be two numbers in [0, 1), got {train.betas}")
     if train.eps <= 0:
         raise ConfigError(f"train.eps: must be > 0, got {train.eps}")
+    if not 0 <= train.caption_dropout < 1:
+        raise ConfigError(
+            f"train.caption_dropout: must be in [0, 1) (e.g. 0.1), got {train.caption_dropout}"
+        )
     if train.checkpoint_keep_every < 0 or train.checkpoint_keep_every == 1:
         raise ConfigError(
             f"train.checkpoint_keep_every: must be 0 (recompute every block) or >= 2, "

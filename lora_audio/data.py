@@ -61,6 +61,7 @@ class LatentDataset(Dataset):
             "key": key,
             "segment": entry["segment"],
             "variant": entry["variant"],
+            "valid_seconds": float(entry["valid_seconds"]),
         }
 
 
@@ -82,6 +83,7 @@ def collate(items: list[Item]) -> Item:
         "keys": [it["key"] for it in items],
         "segments": [it["segment"] for it in items],
         "variants": [it["variant"] for it in items],
+        "valid_seconds": [it["valid_seconds"] for it in items],
     }
 
 

@@ -209,6 +209,21 @@ class AceStepModel(WaveformVAEModel):
         )
         return hidden[0, : int(mask[0].sum())]
 
+    def unconditional(self, conditioning: Conditioning, seconds: list[float]) -> Conditioning:
+        """As ``AceStepPipeline`` does for guidance: the condition encoder's learned
+        ``null_condition_emb`` in every position of the conditional sequence (same mask)."""
+        null = getattr(self.pipe.condition_encoder, "null_condition_emb", None)
+        if null is None:
+            raise ValueError(
+                "this ace-step condition encoder has no null_condition_emb (a turbo/distilled "
+                "checkpoint?); train it with train.caption_dropout=0"
+            )
+        hidden = conditioning["encoder_hidden_states"]
+        return {
+            "encoder_hidden_states": null.to(hidden.device, hidden.dtype).expand_as(hidden),
+            "encoder_attention_mask": conditioning["encoder_attention_mask"],
+        }
+
     # --------------------------------------------------------------------- objective
     def sample_training_inputs(
         self,

@@ -218,6 +218,16 @@ class AudioModel(ABC):
     def encode_prompt(self, prompts: list[str], seconds: list[float] | None = None) -> Conditioning:
         """Text (and, where the family uses it, duration) conditioning; batch-first tensors."""
 
+    def unconditional(self, conditioning: Conditioning, seconds: list[float]) -> Conditioning:
+        """The unconditional counterpart of ``conditioning`` (batch-first, items of durations
+        ``seconds``): what the family's pipeline feeds the unconditional branch of
+        classifier-free guidance when no negative prompt is given. Training with
+        ``train.caption_dropout`` puts it in place of dropped captions.
+
+        Default: the empty prompt, encoded (as the AudioLDM 2 and Stable Audio 3 pipelines do).
+        """
+        return self.encode_prompt([""] * len(seconds), list(seconds))
+
     # --------------------------------------------------------------------- objective
     @abstractmethod
     def sample_training_inputs(

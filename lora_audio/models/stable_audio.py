@@ -96,6 +96,14 @@ class StableAudioModel(WaveformVAEModel):
             "global_hidden_states": torch.cat([start, end], dim=2),
         }
 
+    def unconditional(self, conditioning: Conditioning, seconds: list[float]) -> Conditioning:
+        """As ``StableAudioPipeline`` without a negative prompt: the text and duration tokens
+        (``encoder_hidden_states``) all zero; the global duration conditioning is kept."""
+        return {
+            "encoder_hidden_states": torch.zeros_like(conditioning["encoder_hidden_states"]),
+            "global_hidden_states": conditioning["global_hidden_states"],
+        }
+
     def sample_training_inputs(
         self,
         latents: torch.Tensor,

@@ -141,6 +141,7 @@ class LoRATrainingRecipe:
         self._stop_signal: int | None = None
         self._old_handlers: dict[int, Any] = {}
         self._perms: dict[int, torch.Tensor] = {}
+        self._null: dict[tuple, dict[str, torch.Tensor]] = {}  # unconditional cond, by shape
         self.logger: MetricLogger | None = None
 
     # ================================================================== setup
@@ -298,7 +299,35 @@ class LoRATrainingRecipe:
         b = self.tc.batch_size
         first = (micro * self.world + self.rank) * b
         items = [self.train_set[self._item_index(first + i)] for i in range(b)]
+        if self.tc.caption_dropout > 0:
+            seed = derive_seed(self.tc.seed, "caption-dropout", micro, self.rank)
+            drop = torch.rand(b, generator=torch.Generator().manual_seed(seed))
+            for item, u in zip(items, drop.tolist(), strict=True):
+                if u < self.tc.caption_dropout:
+                    item["cond"] = self._unconditional(item)
         return self._to_device(self.collate(items))
+
+    def _unconditional(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The family's unconditional conditioning in place of ``item``'s caption, shaped like
+        its cached conditioning; encoded once per (duration, shapes)."""
+        cond = item["cond"]
+        key = (
+            round(item["valid_seconds"], 6),
+            tuple((name, tuple(t.shape)) for name, t in sorted(cond.items())),
+        )
+        if key not in self._null:
+            dev = self.accelerator.device
+            with torch.no_grad():
+                batch = {name: t.unsqueeze(0).to(dev) for name, t in cond.items()}
+                null = self.model.unconditional(batch, [item["valid_seconds"]])
+            if set(null) != set(cond):
+                raise TrainingError(
+                    f"train.caption_dropout: the {self.model.family} family's unconditional "
+                    f"conditioning has {sorted(null)}, the cache {sorted(cond)}; set "
+                    "train.caption_dropout=0 or rebuild the latent cache"
+                )
+            self._null[key] = {name: t[0].detach().float().cpu() for name, t in null.items()}
+        return self._null[key]
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         dev = self.accelerator.device

@@ -109,6 +109,7 @@ def test_collate_pads_conditioning_of_different_lengths() -> None:
             "key": k,
             "segment": k,
             "variant": "clean",
+            "valid_seconds": 1.0,
             "cond": {"h": torch.ones(n, 4), "attention_mask": torch.ones(n)},
         }
         for k, n in (("a", 2), ("b", 5))

@@ -201,6 +201,39 @@ def test_generate_runs_the_pipeline(family: str, tiny_dir: Path, trained_adapter
     assert not torch.allclose(styled, audio)
 
 
+#: the conditioning entry each family's denoiser receives as ``encoder_hidden_states``
+CROSS_ATTENTION_KEY = {"audioldm2": "generated_prompt_embeds"}
+
+
+def test_unconditional_is_what_guidance_feeds_the_denoiser(family: str, tiny_dir: Path) -> None:
+    """``unconditional`` (caption dropout's stand-in) equals the branch the family's own
+    pipeline runs for classifier-free guidance; the other branch is ``encode_prompt``."""
+    model = fresh(family, tiny_dir)
+    seen = []
+    hook = model.denoiser.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw["encoder_hidden_states"].detach().clone()),
+        with_kwargs=True,
+    )
+    try:
+        model.generate("calm piano", seconds=0.5, steps=2, guidance=3.0, seed=1)
+    finally:
+        hook.remove()
+    key = CROSS_ATTENTION_KEY.get(family, "encoder_hidden_states")
+    with torch.no_grad():
+        cond = model.encode_prompt(["calm piano"], [0.5])
+        null = model.unconditional(cond, [0.5])
+    assert set(null) == set(cond)
+    assert all(null[k].shape == cond[k].shape for k in cond)
+    assert not torch.equal(null[key], cond[key])
+    halves = seen[0].chunk(2)  # the guided call: unconditional and conditional items
+    assert any(torch.allclose(h, null[key].to(h), atol=1e-5) for h in halves)
+    assert any(torch.allclose(h, cond[key].to(h), atol=1e-5) for h in halves)
+    with torch.no_grad():  # and the denoiser takes it
+        noisy, t, _ = _probe(model)
+        out = model.predict(noisy[:1], t[:1], null)
+    assert out.shape == noisy[:1].shape and torch.isfinite(out).all()
+
+
 def test_missing_folder_names_the_layout(family: str, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match=r"model_index\.json"):

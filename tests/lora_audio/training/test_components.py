@@ -189,3 +189,11 @@ def test_checkpoint_keep_every_one_is_refused():
     assert load_config(config, ["train.checkpoint_keep_every=2"]).train.checkpoint_keep_every == 2
     with pytest.raises(ConfigError, match="checkpoint_keep_every"):
         load_config(config, ["train.checkpoint_keep_every=1"])
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.0", "nan"])
+def test_caption_dropout_outside_zero_one_is_refused(value: str) -> None:
+    config = Path(__file__).parents[3] / "configs" / "tiny" / "stable-audio.yaml"
+    assert load_config(config, ["train.caption_dropout=0.1"]).train.caption_dropout == 0.1
+    with pytest.raises(ConfigError, match=r"train\.caption_dropout"):
+        load_config(config, [f"train.caption_dropout={value}"])

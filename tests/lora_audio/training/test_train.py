@@ -75,7 +75,12 @@ def test_plateau_triggers_early_stopping_and_untrained_warning(make_cfg, caplog)
 
 
 def test_resume_after_sigterm_reaches_the_same_adapter(make_cfg, tmp_path: Path) -> None:
-    overrides = ("train.max_steps=24", "train.eval_every=8", "train.grad_accum=2")
+    overrides = (
+        "train.max_steps=24",
+        "train.eval_every=8",
+        "train.grad_accum=2",
+        "train.caption_dropout=0.3",
+    )
     full = run_training(make_cfg(*overrides, f"train.output_dir={tmp_path / 'full'}"))
 
     cfg = make_cfg(*overrides, f"train.output_dir={tmp_path / 'cut'}")
@@ -104,6 +109,45 @@ def test_resume_after_sigterm_reaches_the_same_adapter(make_cfg, tmp_path: Path)
     assert resumed.best_val_loss == full.best_val_loss
     rows = _rows(tmp_path / "cut")
     assert [r["step"] for r in rows] == [r["step"] for r in _rows(tmp_path / "full")]
+
+
+def test_caption_dropout_swaps_in_the_unconditional_conditioning(make_cfg) -> None:
+    recipe = LoRATrainingRecipe(make_cfg("train.caption_dropout=0.5", "train.batch_size=4"))
+    recipe.setup()
+    try:
+        model = recipe.model
+        dropped = kept = 0
+        for micro in range(8):
+            batch = recipe._micro_batch(micro)
+            again = recipe._micro_batch(micro)  # the same draw every time (resume, processes)
+            assert all(torch.equal(batch["cond"][k], again["cond"][k]) for k in batch["cond"])
+            clean = recipe.collate([recipe.train_set[i] for i in batch_indices(recipe, micro)])
+            for i, seconds in enumerate(batch["valid_seconds"]):
+                item = {k: v[i : i + 1] for k, v in batch["cond"].items()}
+                cached = {k: v[i : i + 1] for k, v in clean["cond"].items()}
+                if all(torch.equal(item[k], cached[k]) for k in item):
+                    kept += 1
+                    continue
+                with torch.no_grad():
+                    null = model.unconditional(cached, [seconds])
+                assert all(torch.equal(item[k], null[k].float()) for k in item)
+                dropped += 1
+        assert dropped + kept == 32 and 6 <= dropped <= 26  # p = 0.5 of 32 items
+    finally:
+        recipe.cleanup()
+    none = LoRATrainingRecipe(make_cfg("train.batch_size=4"), overwrite=True)
+    none.setup()
+    try:
+        clean = none.collate([none.train_set[i] for i in batch_indices(none, 0)])
+        batch = none._micro_batch(0)
+        assert all(torch.equal(batch["cond"][k], clean["cond"][k]) for k in clean["cond"])
+    finally:
+        none.cleanup()
+
+
+def batch_indices(recipe: LoRATrainingRecipe, micro: int) -> list[int]:
+    b = recipe.tc.batch_size
+    return [recipe._item_index(micro * b + i) for i in range(b)]
 
 
 @pytest.mark.parametrize("mode", ["stop", "skip"])

@@ -38,6 +38,7 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
+from lora_audio.config import load_config  # noqa: E402
 from lora_audio.demo import (  # noqa: E402
     CONFIG,
     cut_recordings,
@@ -57,6 +58,8 @@ METRICS = {
     "kad": "KAD",
 }
 GOALS = {"afd_set": -50.0, "mel_mse_set": -25.0}
+#: base-corpus captions the base-style check generates; configs/demo.yaml's prior preservation
+#: uses the other three, so this measures whether it carries over to styles it was not shown
 BASE_PROMPTS = ["bach chorale, church organ", "scottish air, flute"]
 
 
@@ -257,6 +260,13 @@ def main() -> int:
         )
     if base_ref is not None:
         lines += ["", f"base-style prompts {BASE_PROMPTS} vs the base corpus (should move little):"]
+        prior = list(load_config(args.config).train.prior_prompts)
+        if prior:
+            shown = [p for p in BASE_PROMPTS if p in prior]
+            lines.append(
+                f"  (trained with prior preservation on {prior}; "
+                + (f"{shown} among them)" if shown else "these prompts are not among them)")
+            )
         for key, label in METRICS.items():
             cells = "".join(
                 f"  {r['base_style'][key]['base']:8.4g} -> {r['base_style'][key]['adapter']:8.4g} "

@@ -126,6 +126,13 @@ class TrainSection:
     #: (no-prompt) conditioning, so the adapter also learns the branch classifier-free
     #: guidance subtracts; 0 = always the caption (then generate with guidance 1)
     caption_dropout: float = 0.0
+    #: prior preservation (lora_audio/training/prior.py): prompts in the base model's own
+    #: style whose sound the adapter should leave alone; before training the base generates
+    #: prior_clips clips of data.seconds for each (with sample_steps and sample_guidance) and
+    #: a share prior_share of the training items are drawn from them. [] = off
+    prior_prompts: list[str] = field(default_factory=list)
+    prior_clips: int = 16
+    prior_share: float = 0.2
     #: AdamW
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -322,6 +329,13 @@ def validate_train(train: TrainSection) -> None:
         raise ConfigError(f"train.betas: must be two numbers in [0, 1), got {train.betas}")
     if train.eps <= 0:
         raise ConfigError(f"train.eps: must be > 0, got {train.eps}")
+    if train.prior_prompts and train.prior_clips < 1:
+        raise ConfigError(f"train.prior_clips: must be >= 1, got {train.prior_clips}")
+    if train.prior_prompts and not 0 < train.prior_share < 1:
+        raise ConfigError(
+            f"train.prior_share: must be in (0, 1) with train.prior_prompts (e.g. 0.2), "
+            f"got {train.prior_share}"
+        )
     if not 0 <= train.caption_dropout < 1:
         raise ConfigError(
             f"train.caption_dropout: must be in [0, 1) (e.g. 0.1), got {train.caption_dropout}"

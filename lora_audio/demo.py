@@ -284,37 +284,29 @@ def train_lora(
 ) -> Path:
     """``lora-audio train`` on ``manifest`` into ``run_dir``; returns the adapter folder.
 
-    A finished run with the same manifest, steps and seed is reused.
+    A finished run of the same resolved configuration is reused.
     """
-    adapter = run_dir / "adapter"
-    if (run_dir / "summary.json").exists() and adapter.is_dir():
-        from omegaconf import OmegaConf
+    from omegaconf import OmegaConf
 
-        done = OmegaConf.load(run_dir / "config.yaml")
-        if (done.train.max_steps, done.train.seed, done.data.manifest) == (
-            steps,
-            seed,
-            str(manifest),
-        ):
-            print(f"      {adapter} is already trained; delete {run_dir} to train again")
-            return adapter
-    argv = [
-        "train",
-        "--config",
-        str(config),
+    from lora_audio.config import load_config, to_dict
+
+    overrides = [
         f"data.manifest={manifest}",
         f"train.output_dir={run_dir}",
         f"train.max_steps={steps}",
         f"train.seed={seed}",
-        "--overwrite",
     ]
     if prompt:
-        argv.insert(-1, f"train.sample_prompts=[{_quote(prompt)}]")
-    from omegaconf import OmegaConf
-
+        overrides.append(f"train.sample_prompts=[{_quote(prompt)}]")
     if OmegaConf.load(config).train.warmup_steps >= steps:  # a short trial run
-        argv.insert(-1, f"train.warmup_steps={steps // 4}")
-    run_lora_audio(argv, "training failed")
+        overrides.append(f"train.warmup_steps={steps // 4}")
+    adapter = run_dir / "adapter"
+    if (run_dir / "summary.json").exists() and adapter.is_dir():
+        done = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+        if done == to_dict(load_config(config, overrides)):
+            print(f"      {adapter} is already trained; delete {run_dir} to train again")
+            return adapter
+    run_lora_audio(["train", "--config", str(config), *overrides, "--overwrite"], "training failed")
     return adapter
 
 

@@ -237,31 +237,44 @@ class AudioLDM2Model(AudioModel):
     def unconditional(self, conditioning: Conditioning, seconds: list[float]) -> Conditioning:
         """As the pipeline's guidance without a negative prompt: the empty prompt, its T5
         tokens padded to each prompt's own T5 length (which GPT-2 continues from), zero-padded
-        to the conditioning's length like :meth:`encode_prompt`."""
+        to the conditioning's length like :meth:`encode_prompt`. Kept per T5 length."""
         mask = conditioning["attention_mask"]
         length = conditioning["prompt_embeds"].shape[1]
         rows = []
         for i in range(mask.shape[0]):
             n = max(1, int(mask[i].sum()))
-            embeds, null_mask, generated = self.pipe.encode_prompt(
-                None,
-                self.device,
-                1,
-                True,
-                prompt_embeds=conditioning["prompt_embeds"][i : i + 1, :n].to(self.device),
-                attention_mask=mask[i : i + 1, :n].to(self.device),
-                generated_prompt_embeds=conditioning["generated_prompt_embeds"][i : i + 1].to(
-                    self.device
-                ),
-            )  # [unconditional, conditional]
-            rows.append((embeds[:1], null_mask[:1], generated[:1]))
+            if n not in self._empty_prompt:
+                with torch.no_grad():
+                    embeds, null_mask, generated = self.pipe.encode_prompt(
+                        None,
+                        self.device,
+                        1,
+                        True,  # guidance: returns [unconditional, conditional]
+                        prompt_embeds=conditioning["prompt_embeds"][i : i + 1, :n].to(self.device),
+                        attention_mask=mask[i : i + 1, :n].to(self.device),
+                        generated_prompt_embeds=conditioning["generated_prompt_embeds"][
+                            i : i + 1
+                        ].to(self.device),
+                    )
+                self._empty_prompt[n] = {
+                    "generated_prompt_embeds": generated[:1],
+                    "prompt_embeds": embeds[:1],
+                    "attention_mask": null_mask[:1].long(),
+                }
+            rows.append(self._empty_prompt[n])
         return {
-            "generated_prompt_embeds": torch.cat([gen for _, _, gen in rows]),
+            "generated_prompt_embeds": torch.cat([r["generated_prompt_embeds"] for r in rows]),
             "prompt_embeds": torch.cat(
-                [F.pad(e, (0, 0, 0, length - e.shape[1])) for e, _, _ in rows]
+                [
+                    F.pad(r["prompt_embeds"], (0, 0, 0, length - r["prompt_embeds"].shape[1]))
+                    for r in rows
+                ]
             ),
             "attention_mask": torch.cat(
-                [F.pad(m.long(), (0, length - m.shape[1])) for _, m, _ in rows]
+                [
+                    F.pad(r["attention_mask"], (0, length - r["attention_mask"].shape[1]))
+                    for r in rows
+                ]
             ),
         }
 

@@ -121,6 +121,7 @@ class AudioModel(ABC):
         self.folder = folder
         with_peft_mixin(self.denoiser)
         pipe.set_progress_bar_config(disable=True)
+        self._empty_prompt: dict[Any, Conditioning] = {}  # see unconditional
 
     # ----------------------------------------------------------------------- loading
     @classmethod
@@ -224,9 +225,15 @@ class AudioModel(ABC):
         classifier-free guidance when no negative prompt is given. Training with
         ``train.caption_dropout`` puts it in place of dropped captions.
 
-        Default: the empty prompt, encoded (as the AudioLDM 2 and Stable Audio 3 pipelines do).
+        Default: the empty prompt, encoded (as the Stable Audio 3 and demo pipelines do) one
+        duration at a time and kept, so every item gets the very same tensors.
         """
-        return self.encode_prompt([""] * len(seconds), list(seconds))
+        for s in seconds:
+            if s not in self._empty_prompt:
+                with torch.no_grad():
+                    self._empty_prompt[s] = self.encode_prompt([""], [s])
+        rows = [self._empty_prompt[s] for s in seconds]
+        return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
 
     # --------------------------------------------------------------------- objective
     @abstractmethod

@@ -37,6 +37,8 @@ def test_demo_runs_the_whole_path(tmp_path):
 
     # train -> adapter; infer --compare -> same files for base and adapter; eval -> report
     assert (out / "train" / "adapter" / "pytorch_lora_weights.safetensors").is_file()
+    assert (out / "train" / "prior.safetensors").is_file()  # prior preservation (demo.yaml)
+    assert "prior preservation:" in (out / "train" / "README.md").read_text()
     base = sorted(p.name for p in (out / "generated" / "base").glob("*.wav"))
     adapted = sorted(p.name for p in (out / "generated" / "adapter").glob("*.wav"))
     assert base == adapted and len(base) == 2

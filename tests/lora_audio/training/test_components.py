@@ -197,3 +197,20 @@ def test_caption_dropout_outside_zero_one_is_refused(value: str) -> None:
     assert load_config(config, ["train.caption_dropout=0.1"]).train.caption_dropout == 0.1
     with pytest.raises(ConfigError, match=r"train\.caption_dropout"):
         load_config(config, [f"train.caption_dropout={value}"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["train.prior_clips=0"], "prior_clips"),
+        (["train.prior_share=0"], "prior_share"),
+        (["train.prior_share=1.0"], "prior_share"),
+    ],
+)
+def test_prior_preservation_settings_are_checked(overrides: list[str], key: str) -> None:
+    config = Path(__file__).parents[3] / "configs" / "tiny" / "stable-audio.yaml"
+    prompts = "train.prior_prompts=[calm piano]"
+    assert load_config(config, [prompts]).train.prior_share == 0.2
+    assert load_config(config, overrides).train.prior_prompts == []  # off: not checked
+    with pytest.raises(ConfigError, match=rf"train\.{key}"):
+        load_config(config, [prompts, *overrides])

@@ -80,6 +80,7 @@ def test_resume_after_sigterm_reaches_the_same_adapter(make_cfg, tmp_path: Path)
         "train.eval_every=8",
         "train.grad_accum=2",
         "train.caption_dropout=0.3",
+        *PRIOR,
     )
     full = run_training(make_cfg(*overrides, f"train.output_dir={tmp_path / 'full'}"))
 
@@ -143,6 +144,66 @@ def test_caption_dropout_swaps_in_the_unconditional_conditioning(make_cfg) -> No
         assert all(torch.equal(batch["cond"][k], clean["cond"][k]) for k in clean["cond"])
     finally:
         none.cleanup()
+
+
+PRIOR = ("train.prior_prompts=[loud drums]", "train.prior_clips=2", "train.sample_steps=2")
+
+
+def test_prior_preservation_mixes_in_the_base_models_own_clips(
+    make_cfg, tiny_dir, monkeypatch
+) -> None:
+    from lora_audio.models import load_model
+    from lora_audio.training import prior as prior_module
+
+    cfg = make_cfg(*PRIOR, "train.prior_share=0.5", "train.sample_guidance=1")
+    recipe = LoRATrainingRecipe(cfg)
+    recipe.setup()
+    try:
+        run = Path(cfg.train.output_dir)
+        assert (run / "prior.safetensors").is_file()
+        assert len(list((run / "prior").glob("*.wav"))) == 2
+        assert len(recipe.prior) == 2
+        # each item is the base model's clip for its seed, encoded like a cached segment
+        base = load_model("stable-audio", str(tiny_dir))
+        seed = int(recipe.prior[0]["key"].rsplit("-", 1)[1])
+        with torch.no_grad():
+            audio = base.generate("loud drums", seconds=1.0, steps=2, guidance=1.0, seed=seed)
+            audio = torch.nn.functional.pad(audio, (0, max(0, base.sample_rate - audio.shape[-1])))
+            latents = base.encode_audio(audio[..., : base.sample_rate])[0]
+            cond = base.encode_prompt(["loud drums"], [1.0])
+        torch.testing.assert_close(recipe.prior[0]["latents"], latents)
+        torch.testing.assert_close(recipe.prior[0]["cond"], {k: v[0] for k, v in cond.items()})
+        assert recipe.prior[0]["latents"].shape == recipe.train_set[0]["latents"].shape
+        # about half of the items of a micro-batch come from the prior, the same every time
+        keys = [k for m in range(8) for k in recipe._micro_batch(m)["keys"]]
+        assert keys == [k for m in range(8) for k in recipe._micro_batch(m)["keys"]]
+        n_prior = sum(k.startswith("prior-") for k in keys)
+        assert 6 <= n_prior <= 26  # p = 0.5 of 32 items
+        assert recipe.prior[0]["key"] in keys and recipe.prior[1]["key"] in keys
+    finally:
+        recipe.cleanup()
+
+    # resume reads the saved clips back instead of generating them again ...
+    def refuse(*_a, **_k):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(prior_module, "generate_prior", refuse)
+    again = LoRATrainingRecipe(cfg, overwrite=True)
+    with pytest.raises(AssertionError, match="generated again"):  # --overwrite starts afresh
+        again.setup()
+    monkeypatch.undo()
+    run_training(cfg, overwrite=True)
+    monkeypatch.setattr(prior_module, "generate_prior", refuse)
+    resumed = LoRATrainingRecipe(cfg, resume=True)
+    resumed.setup()
+    resumed.cleanup()
+    assert [it["key"] for it in resumed.prior] == [it["key"] for it in recipe.prior]
+    # ... and other settings make new clips
+    with pytest.raises(AssertionError, match="generated again"):
+        changed = make_cfg(
+            *PRIOR, "train.prior_share=0.5", "train.sample_guidance=1", "train.prior_clips=3"
+        )
+        LoRATrainingRecipe(changed, resume=True).setup()
 
 
 def batch_indices(recipe: LoRATrainingRecipe, micro: int) -> list[int]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+from collections.abc import MutableMapping
 
 from lora_audio import __version__
 from lora_audio.logs import setup_logging
@@ -58,8 +60,25 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
 
+#: GNU OpenMP (torch's CPU thread pools) lets an idle thread spin 300,000 times before it
+#: sleeps, so two torch jobs sharing the cores (a training next to an eval or the studio) slow
+#: each other down many times over; 10,000 spins cost a job alone nothing measurable
+#: (benchmarks/threads.py, figures in the README).
+GOMP_SPINCOUNT = "10000"
+
+
+def omp_defaults(env: MutableMapping[str, str]) -> None:
+    """Set ``GOMP_SPINCOUNT`` unless the user chose a spin count or ``OMP_WAIT_POLICY``.
+
+    Only takes effect before torch is first imported (libgomp reads it when it loads).
+    """
+    if "GOMP_SPINCOUNT" not in env and "OMP_WAIT_POLICY" not in env:
+        env["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    omp_defaults(os.environ)  # before any command module imports torch
     parser = build_parser()
     # Let each command add its own arguments before the final parse.
     if argv and argv[0] in COMMANDS:

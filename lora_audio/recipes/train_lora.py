@@ -314,7 +314,8 @@ class LoRATrainingRecipe:
             base_fingerprint=adapters.base_fingerprint(self.model),
         )
         path = self.out / PRIOR_FILE
-        if self.is_main and load_prior(path, settings) is None:
+        items = load_prior(path, settings) if self.is_main else None
+        if self.is_main and items is None:
             started = time.perf_counter()
             items = generate_prior(self.model, settings, self.out / PRIOR_AUDIO)
             save_prior(path, settings, items)
@@ -325,7 +326,8 @@ class LoRATrainingRecipe:
                 self.out / PRIOR_AUDIO,
             )
         self.accelerator.wait_for_everyone()
-        items = load_prior(path, settings)
+        if items is None:  # the other processes read what the main one wrote
+            items = load_prior(path, settings)
         if items is None:
             raise TrainingError(f"{path}: the prior clips were not written; see the log above")
         return items

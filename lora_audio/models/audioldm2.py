@@ -224,15 +224,11 @@ class AudioLDM2Model(AudioModel):
         """
         encoded = [self.pipe.encode_prompt([p], self.device, 1, False) for p in prompts]
         length = max(embeds.shape[1] for embeds, _, _ in encoded)
-        return {
-            "generated_prompt_embeds": torch.cat([gen for _, _, gen in encoded]),
-            "prompt_embeds": torch.cat(
-                [F.pad(embeds, (0, 0, 0, length - embeds.shape[1])) for embeds, _, _ in encoded]
-            ),
-            "attention_mask": torch.cat(
-                [F.pad(mask.long(), (0, length - mask.shape[1])) for _, mask, _ in encoded]
-            ),
-        }
+        rows = [
+            {"generated_prompt_embeds": g, "prompt_embeds": e, "attention_mask": m.long()}
+            for e, m, g in encoded
+        ]
+        return _stack_t5(rows, length)
 
     def unconditional(self, conditioning: Conditioning, seconds: list[float]) -> Conditioning:
         """As the pipeline's guidance without a negative prompt: the empty prompt, its T5
@@ -262,21 +258,7 @@ class AudioLDM2Model(AudioModel):
                     "attention_mask": null_mask[:1].long(),
                 }
             rows.append(self._empty_prompt[n])
-        return {
-            "generated_prompt_embeds": torch.cat([r["generated_prompt_embeds"] for r in rows]),
-            "prompt_embeds": torch.cat(
-                [
-                    F.pad(r["prompt_embeds"], (0, 0, 0, length - r["prompt_embeds"].shape[1]))
-                    for r in rows
-                ]
-            ),
-            "attention_mask": torch.cat(
-                [
-                    F.pad(r["attention_mask"], (0, length - r["attention_mask"].shape[1]))
-                    for r in rows
-                ]
-            ),
-        }
+        return _stack_t5(rows, length)
 
     # --------------------------------------------------------------------- objective
     @property
@@ -377,3 +359,19 @@ def _ensure_generation_language_model(pipe: Any) -> None:
     head.transformer.load_state_dict(lm.state_dict())
     head.to(device=lm.device, dtype=lm.dtype).eval()
     pipe.language_model = head
+
+
+def _stack_t5(rows: list[Conditioning], length: int) -> Conditioning:
+    """Concatenate one-prompt conditionings, T5 states and mask zero-padded to ``length``."""
+    return {
+        "generated_prompt_embeds": torch.cat([r["generated_prompt_embeds"] for r in rows]),
+        "prompt_embeds": torch.cat(
+            [
+                F.pad(r["prompt_embeds"], (0, 0, 0, length - r["prompt_embeds"].shape[1]))
+                for r in rows
+            ]
+        ),
+        "attention_mask": torch.cat(
+            [F.pad(r["attention_mask"], (0, length - r["attention_mask"].shape[1])) for r in rows]
+        ),
+    }

@@ -17,21 +17,19 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from lora_audio.data import Item
 from lora_audio.models.base import AudioModel
 
 log = logging.getLogger(__name__)
 
 PRIOR_FILE = "prior.safetensors"
 PRIOR_AUDIO = "prior"
-
-Item = dict[str, Any]
 
 
 @dataclass(frozen=True)
